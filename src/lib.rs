@@ -1,0 +1,7 @@
+//! Strata: pool mismatched GPUs (and CPUs) into one LLM service.
+//!
+//! The library behind the `strata` binary: the layered GGUF model and its
+//! tokenizer (`model`), the placement planner (`placement`), device specs
+//! (`devices`) and generation (`generate`).
+
+pub mod model;
