@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod layered;
 pub mod rope;
+pub mod synth;
 pub mod tokenizer;
 
 pub use config::{Architecture, ModelConfig};

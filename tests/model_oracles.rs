@@ -1,0 +1,196 @@
+//! The correctness oracles of DESIGN.md for the layered model: agreement
+//! with candle's own `quantized_llama`, split equals unsplit, and the KV
+//! cache equals a full recomputation.
+
+mod common;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use common::*;
+use strata::model::GgufFile;
+
+const PROMPT: [u32; 7] = [1, 300, 301, 302, 303, 304, 305];
+
+/// Prefill then greedy decode steps, returning the logits of each step.
+fn strata_logits(model: &strata::model::LayeredModel, steps: usize) -> Vec<Vec<f32>> {
+    let mut seq = model.new_sequence(64).unwrap();
+    let mut out = Vec::new();
+    let mut logits: Vec<f32> = model.forward(&mut seq, &PROMPT).unwrap().to_vec1().unwrap();
+    for _ in 0..steps {
+        let next = argmax(&logits);
+        out.push(logits);
+        logits = model.forward(&mut seq, &[next]).unwrap().to_vec1().unwrap();
+    }
+    out.push(logits);
+    out
+}
+
+fn candle_logits(path: &std::path::Path, steps: usize) -> Vec<Vec<f32>> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+    let run = |model: &mut ModelWeights, tokens: &[u32], pos: usize| -> Vec<f32> {
+        let input = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        model.forward(&input, pos).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+    };
+    let mut out = Vec::new();
+    let mut logits = run(&mut model, &PROMPT, 0);
+    let mut pos = PROMPT.len();
+    for _ in 0..steps {
+        let next = argmax(&logits);
+        out.push(logits);
+        logits = run(&mut model, &[next], pos);
+        pos += 1;
+    }
+    out.push(logits);
+    out
+}
+
+fn assert_agrees_with_candle(dtype: GgmlDType) {
+    let (_dir, path) = tiny(dtype);
+    let ours = strata_logits(&load_split(&path, &[0..4], 64), 8);
+    let theirs = candle_logits(&path, 8);
+    for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        let tol = 1e-4 * max_abs(b);
+        let diff = max_abs_diff(a, b);
+        assert!(
+            diff <= tol,
+            "{dtype:?} step {step}: max |diff| {diff} exceeds {tol} (1e-4 x max |logit|)"
+        );
+    }
+}
+
+#[test]
+fn agrees_with_candle_f32() {
+    assert_agrees_with_candle(GgmlDType::F32);
+}
+
+#[test]
+fn agrees_with_candle_q4_0() {
+    assert_agrees_with_candle(GgmlDType::Q4_0);
+}
+
+#[test]
+fn agrees_with_candle_q8_0() {
+    assert_agrees_with_candle(GgmlDType::Q8_0);
+}
+
+#[test]
+fn agrees_with_candle_q4_k() {
+    assert_agrees_with_candle(GgmlDType::Q4K);
+}
+
+#[test]
+fn split_over_three_devices_equals_one_device() {
+    let (_dir, path) = tiny(GgmlDType::Q4_0);
+    let whole = load_split(&path, &[0..4], 64);
+    let split = load_split(&path, &[0..1, 1..3, 3..4], 64);
+    let mut a = whole.new_sequence(64).unwrap();
+    let mut b = split.new_sequence(64).unwrap();
+    let mut la: Vec<f32> = whole.forward(&mut a, &PROMPT).unwrap().to_vec1().unwrap();
+    let mut lb: Vec<f32> = split.forward(&mut b, &PROMPT).unwrap().to_vec1().unwrap();
+    assert_eq!(la, lb, "prefill logits differ");
+    for step in 0..32 {
+        let next = argmax(&la);
+        la = whole.forward(&mut a, &[next]).unwrap().to_vec1().unwrap();
+        lb = split.forward(&mut b, &[next]).unwrap().to_vec1().unwrap();
+        assert_eq!(la, lb, "decode step {step} logits differ");
+    }
+    // One move per boundary per forward call: 2 boundaries x 33 calls.
+    assert_eq!(b.transfers(), 2 * 33);
+    assert_eq!(a.transfers(), 0);
+}
+
+#[test]
+fn kv_cache_equals_full_recomputation() {
+    let (_dir, path) = tiny(GgmlDType::F32);
+    let model = load_split(&path, &[0..2, 2..4], 64);
+    let mut seq = model.new_sequence(64).unwrap();
+    let mut tokens = PROMPT.to_vec();
+    let mut logits: Vec<f32> = model.forward(&mut seq, &tokens).unwrap().to_vec1().unwrap();
+    for step in 0..10 {
+        let next = argmax(&logits);
+        tokens.push(next);
+        logits = model.forward(&mut seq, &[next]).unwrap().to_vec1().unwrap();
+        let mut fresh = model.new_sequence(64).unwrap();
+        let full: Vec<f32> = model.forward(&mut fresh, &tokens).unwrap().to_vec1().unwrap();
+        let diff = max_abs_diff(&logits, &full);
+        assert!(
+            diff <= 1e-4 * max_abs(&full),
+            "step {step}: cached and recomputed logits differ by {diff}"
+        );
+    }
+}
+
+#[test]
+fn sequences_are_independent() {
+    let (_dir, path) = tiny(GgmlDType::Q8_0);
+    let model = load_split(&path, &[0..4], 64);
+    let mut a = model.new_sequence(32).unwrap();
+    let mut b = model.new_sequence(32).unwrap();
+    let first: Vec<f32> = model.forward(&mut a, &PROMPT).unwrap().to_vec1().unwrap();
+    // Interleave another sequence with different tokens, then continue `a`.
+    model.forward(&mut b, &[1, 400, 401]).unwrap();
+    let mut c = model.new_sequence(32).unwrap();
+    let again: Vec<f32> = model.forward(&mut c, &PROMPT).unwrap().to_vec1().unwrap();
+    assert_eq!(first, again);
+    let next_a: Vec<f32> = model.forward(&mut a, &[7]).unwrap().to_vec1().unwrap();
+    let next_c: Vec<f32> = model.forward(&mut c, &[7]).unwrap().to_vec1().unwrap();
+    assert_eq!(next_a, next_c);
+}
+
+#[test]
+fn context_overflow_is_an_error_not_a_panic() {
+    let (_dir, path) = tiny(GgmlDType::Q8_0);
+    let model = load_split(&path, &[0..4], 64);
+    let mut seq = model.new_sequence(8).unwrap();
+    let err = model.forward(&mut seq, &[1; 9]).unwrap_err().to_string();
+    assert!(err.contains("capacity is 8"), "{err}");
+    let err = model.forward(&mut seq, &[100_000]).unwrap_err().to_string();
+    assert!(err.contains("token id 100000"), "{err}");
+}
+
+#[test]
+fn missing_tensor_and_unknown_architecture_are_named() {
+    let (_dir, path) = tiny(GgmlDType::F32);
+    let mut gguf = GgufFile::open(&path).unwrap();
+    let stages = [strata::model::StageSpec {
+        device: Device::Cpu,
+        label: "cpu".into(),
+        layers: 0..4,
+    }];
+    assert!(strata::model::LayeredModel::load(&mut gguf, &stages, 64).is_ok());
+    // Rewrite the file without one tensor, and with another architecture.
+    let content = gguf.content();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let mut md: Vec<(String, candle_core::quantized::gguf_file::Value)> =
+        content.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = content
+        .tensor_infos
+        .keys()
+        .filter(|n| *n != "blk.2.ffn_up.weight")
+        .map(|n| (n.clone(), content.tensor(&mut file, n, &Device::Cpu).unwrap()))
+        .collect();
+    let write = |md: &[(String, candle_core::quantized::gguf_file::Value)], p: &std::path::Path| {
+        let mut out = std::fs::File::create(p).unwrap();
+        let m: Vec<_> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        candle_core::quantized::gguf_file::write(&mut out, &m, &t).unwrap();
+    };
+    let broken = path.with_file_name("broken.gguf");
+    write(&md, &broken);
+    let mut g = GgufFile::open(&broken).unwrap();
+    let err = strata::model::LayeredModel::load(&mut g, &stages, 64).err().unwrap().to_string();
+    assert!(err.contains("`blk.2.ffn_up.weight`"), "{err}");
+
+    for (k, v) in md.iter_mut() {
+        if k == "general.architecture" {
+            *v = candle_core::quantized::gguf_file::Value::String("gptj".into());
+        }
+    }
+    write(&md, &broken);
+    let mut g = GgufFile::open(&broken).unwrap();
+    let err = strata::model::LayeredModel::load(&mut g, &stages, 64).err().unwrap().to_string();
+    assert!(err.contains("`gptj`"), "{err}");
+}
