@@ -5,3 +5,4 @@
 //! (`devices`) and generation (`generate`).
 
 pub mod model;
+pub mod placement;

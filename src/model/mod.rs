@@ -1,6 +1,7 @@
 //! The model: GGUF reading, the layered llama-family forward pass, the
 //! tokenizer built from GGUF metadata, sampling, and synthetic test models.
 
+pub mod accounting;
 pub mod block;
 pub mod config;
 pub mod error;
