@@ -1,0 +1,300 @@
+//! Device lists: parsing `--devices` and turning entries into candle devices
+//! with byte budgets.
+//!
+//! Syntax: comma-separated entries `KIND[=BUDGET]`, where KIND is `cpu` or
+//! `cuda:N` and BUDGET is a size (`6GiB`, `300MiB`, `512MB`, `1000000`) or a
+//! percentage of the device's total memory (`60%`). Several `cpu` entries
+//! are virtual devices: they run on the CPU but are planned, placed and
+//! crossed like separate GPUs, so the multi-device path runs everywhere.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("`--devices` is empty")]
+    Empty,
+    #[error("`--devices` entry `{0}` is not `cpu` or `cuda:N`")]
+    UnknownKind(String),
+    #[error("`--devices` entry `{entry}`: budget `{budget}` is not a size (like 6GiB, 300MiB) or a percentage (1% to 100%)")]
+    BadBudget { entry: String, budget: String },
+    #[error("`--devices` lists `{0}` twice")]
+    Duplicate(String),
+    #[error("`--devices` names `{0}`, but this strata was built without CUDA support (rebuild with `--features cuda`)")]
+    NoCuda(String),
+    #[error("device `{device}`: {reason}")]
+    Unavailable { device: String, reason: String },
+}
+
+/// What kind of device an entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda(usize),
+}
+
+/// A budget as written by the user.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetSpec {
+    Bytes(u64),
+    Percent(f64),
+}
+
+/// One entry of `--devices`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    pub kind: DeviceKind,
+    pub budget: Option<BudgetSpec>,
+}
+
+/// A parsed `--devices` value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceList(pub Vec<DeviceSpec>);
+
+impl FromStr for DeviceList {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (kind, budget) = match entry.split_once('=') {
+                Some((k, b)) => (k.trim(), Some(b.trim())),
+                None => (entry, None),
+            };
+            let kind = match kind {
+                "cpu" => DeviceKind::Cpu,
+                k => match k.strip_prefix("cuda:").map(str::parse::<usize>) {
+                    Some(Ok(i)) => DeviceKind::Cuda(i),
+                    _ if k == "cuda" => DeviceKind::Cuda(0),
+                    _ => return Err(DeviceError::UnknownKind(entry.to_string())),
+                },
+            };
+            let budget = budget
+                .map(|b| {
+                    parse_budget(b).ok_or_else(|| DeviceError::BadBudget {
+                        entry: entry.to_string(),
+                        budget: b.to_string(),
+                    })
+                })
+                .transpose()?;
+            if let DeviceKind::Cuda(i) = kind {
+                if out.iter().any(|d: &DeviceSpec| d.kind == kind) {
+                    return Err(DeviceError::Duplicate(format!("cuda:{i}")));
+                }
+            }
+            out.push(DeviceSpec { kind, budget });
+        }
+        if out.is_empty() {
+            return Err(DeviceError::Empty);
+        }
+        Ok(Self(out))
+    }
+}
+
+fn parse_budget(s: &str) -> Option<BudgetSpec> {
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p.trim().parse().ok()?;
+        return (p > 0.0 && p <= 100.0).then_some(BudgetSpec::Percent(p));
+    }
+    parse_bytes(s).map(BudgetSpec::Bytes)
+}
+
+/// Parses a byte size: a number with an optional unit (B, KB, MB, GB, TB in
+/// powers of 1000; KiB, MiB, GiB, TiB in powers of 1024; K, M, G, T as the
+/// binary ones). Overflow is refused, not wrapped.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim();
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0f64.powi(2),
+        "g" | "gib" => 1024.0f64.powi(3),
+        "t" | "tib" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = (n * mult).round();
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// A size for people: `1.50 GiB`, `300.00 MiB`, `512 B`.
+pub struct HumanBytes(pub u64);
+
+impl fmt::Display for HumanBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u < UNITS.len() - 1 {
+            v /= 1024.0;
+            u += 1;
+        }
+        if u == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{v:.2} {}", UNITS[u])
+        }
+    }
+}
+
+/// A device ready for planning and loading.
+#[derive(Debug, Clone)]
+pub struct ResolvedDevice {
+    pub label: String,
+    pub kind: DeviceKind,
+    pub device: Device,
+    /// Bytes the planner may use on it.
+    pub budget: u64,
+    /// The device's total memory.
+    pub total: u64,
+}
+
+/// Memory of this machine: (total, available), from `/proc/meminfo`.
+pub fn system_memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// The budget an entry asks for on a device of `total` bytes, `free` of
+/// which are free now (the default when no budget is given).
+pub fn budget_bytes(spec: Option<BudgetSpec>, total: u64, free: u64) -> u64 {
+    match spec {
+        None => free,
+        Some(BudgetSpec::Bytes(b)) => b,
+        Some(BudgetSpec::Percent(p)) => ((total as f64) * p / 100.0).floor() as u64,
+    }
+}
+
+/// Opens every device of `list` and computes its budget. CPU entries are
+/// labelled `cpu` when alone and `cpu:0`, `cpu:1`, ... when several.
+pub fn resolve(list: &DeviceList) -> Result<Vec<ResolvedDevice>, DeviceError> {
+    let n_cpu = list.0.iter().filter(|d| d.kind == DeviceKind::Cpu).count();
+    let mut cpu_index = 0;
+    let mut out = Vec::with_capacity(list.0.len());
+    for spec in &list.0 {
+        let resolved = match spec.kind {
+            DeviceKind::Cpu => {
+                let label = if n_cpu == 1 { "cpu".to_string() } else { format!("cpu:{cpu_index}") };
+                cpu_index += 1;
+                let (total, free) = system_memory().unwrap_or((u64::MAX, u64::MAX));
+                ResolvedDevice {
+                    label,
+                    kind: spec.kind,
+                    device: Device::Cpu,
+                    budget: budget_bytes(spec.budget, total, free),
+                    total,
+                }
+            }
+            DeviceKind::Cuda(i) => resolve_cuda(i, spec.budget)?,
+        };
+        out.push(resolved);
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "cuda")]
+fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDevice, DeviceError> {
+    let label = format!("cuda:{ordinal}");
+    let unavailable = |reason: String| DeviceError::Unavailable {
+        device: label.clone(),
+        reason,
+    };
+    let device = Device::new_cuda(ordinal).map_err(|e| unavailable(e.to_string()))?;
+    let cuda = device.as_cuda_device().map_err(|e| unavailable(e.to_string()))?;
+    cuda.cuda_stream()
+        .context()
+        .bind_to_thread()
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(ResolvedDevice {
+        label: label.clone(),
+        kind: DeviceKind::Cuda(ordinal),
+        budget: budget_bytes(budget, total as u64, free as u64),
+        total: total as u64,
+        device,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn resolve_cuda(ordinal: usize, _budget: Option<BudgetSpec>) -> Result<ResolvedDevice, DeviceError> {
+    Err(DeviceError::NoCuda(format!("cuda:{ordinal}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let l: DeviceList = "cuda:0=6GiB,cuda:1=60%,cpu=8GiB".parse().unwrap();
+        assert_eq!(
+            l.0,
+            vec![
+                DeviceSpec { kind: DeviceKind::Cuda(0), budget: Some(BudgetSpec::Bytes(6 << 30)) },
+                DeviceSpec { kind: DeviceKind::Cuda(1), budget: Some(BudgetSpec::Percent(60.0)) },
+                DeviceSpec { kind: DeviceKind::Cpu, budget: Some(BudgetSpec::Bytes(8 << 30)) },
+            ]
+        );
+        let l: DeviceList = "cpu=300MiB, cpu=200MiB ,cpu=1GiB".parse().unwrap();
+        assert_eq!(l.0.len(), 3);
+        assert_eq!(l.0[1].budget, Some(BudgetSpec::Bytes(200 << 20)));
+        assert_eq!("cpu".parse::<DeviceList>().unwrap().0[0].budget, None);
+    }
+
+    #[test]
+    fn refuses_bad_entries_by_name() {
+        assert_eq!("tpu:0".parse::<DeviceList>().unwrap_err(), DeviceError::UnknownKind("tpu:0".into()));
+        let e = "cpu=lots".parse::<DeviceList>().unwrap_err();
+        assert!(e.to_string().contains("`lots`"), "{e}");
+        assert!("cpu=0%".parse::<DeviceList>().is_err());
+        assert!("cpu=101%".parse::<DeviceList>().is_err());
+        assert!("cpu=99999999999TiB".parse::<DeviceList>().is_err());
+        assert_eq!("cuda:0,cuda:0".parse::<DeviceList>().unwrap_err(), DeviceError::Duplicate("cuda:0".into()));
+        assert_eq!(" , ".parse::<DeviceList>().unwrap_err(), DeviceError::Empty);
+    }
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(parse_bytes("512"), Some(512));
+        assert_eq!(parse_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_bytes("2 MB"), Some(2_000_000));
+        assert_eq!(parse_bytes("1k"), Some(1024));
+        assert_eq!(parse_bytes("x"), None);
+        assert_eq!(HumanBytes(3 << 29).to_string(), "1.50 GiB");
+        assert_eq!(HumanBytes(100).to_string(), "100 B");
+    }
+
+    #[test]
+    fn percent_budgets_do_not_overflow() {
+        assert_eq!(budget_bytes(Some(BudgetSpec::Percent(50.0)), 0, 0), 0);
+        assert_eq!(budget_bytes(Some(BudgetSpec::Percent(50.0)), 3, 3), 1);
+        let big = budget_bytes(Some(BudgetSpec::Percent(100.0)), u64::MAX, 0);
+        assert!(big > u64::MAX / 2);
+    }
+
+    #[test]
+    fn virtual_cpus_get_distinct_labels() {
+        let l: DeviceList = "cpu=1GiB,cpu=2GiB".parse().unwrap();
+        let r = resolve(&l).unwrap();
+        assert_eq!(r[0].label, "cpu:0");
+        assert_eq!(r[1].label, "cpu:1");
+        assert_eq!(r[1].budget, 2 << 30);
+        #[cfg(not(feature = "cuda"))]
+        assert!(matches!(resolve(&"cuda:0".parse().unwrap()), Err(DeviceError::NoCuda(_))));
+    }
+}
