@@ -7,3 +7,5 @@
 pub mod model;
 pub mod placement;
 pub mod devices;
+pub mod engine;
+pub mod cli;

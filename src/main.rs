@@ -1,1 +1,45 @@
-fn main() {}
+//! The `strata` binary: parses the command line and dispatches to the
+//! library's commands. Exit code 1 on any error, with the message on stderr.
+
+use clap::{Parser, Subcommand};
+use strata::cli;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Pool mismatched GPUs (and CPUs) into one LLM service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One-shot generation from the command line.
+    Generate(cli::generate::GenerateArgs),
+    /// Dry run: which layers land on which device, and the bytes on each.
+    Plan(cli::plan::PlanArgs),
+    /// Write a synthetic GGUF model (random weights, real tokenizer).
+    MakeModel(cli::make_model::MakeModelArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "strata=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Plan(a) => cli::plan::run(a),
+        Command::MakeModel(a) => cli::make_model::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod layered;
 pub mod rope;
+pub mod sampling;
 pub mod synth;
 pub mod tokenizer;
 

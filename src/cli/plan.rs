@@ -1,0 +1,86 @@
+//! `strata plan`: a dry run of the placement, as a table or JSON.
+
+use clap::Args;
+
+use super::model_args::ModelArgs;
+use crate::devices::HumanBytes;
+use crate::engine::{plan_for, PlanReport};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    let report = plan_for(&args.model.load_options())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+fn to_json(r: &PlanReport) -> serde_json::Value {
+    serde_json::json!({
+        "model": r.config.name,
+        "architecture": r.config.architecture.gguf_name(),
+        "layers": r.config.n_layer,
+        "ctx_size": r.ctx_size,
+        "devices": r.plan.devices,
+        "footprint": r.footprint,
+    })
+}
+
+/// The plan as an aligned text table.
+pub fn table(r: &PlanReport) -> String {
+    let mut rows = vec![[
+        "device", "layers", "weights", "kv cache", "other", "total", "budget", "headroom",
+    ]
+    .map(String::from)];
+    for d in &r.plan.devices {
+        let layers = if d.layers.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}-{} ({})", d.layers.start, d.layers.end - 1, d.layers.len())
+        };
+        let headroom = if d.headroom < 0 {
+            format!("-{}", HumanBytes(d.headroom.unsigned_abs()))
+        } else {
+            HumanBytes(d.headroom as u64).to_string()
+        };
+        rows.push([
+            d.label.clone(),
+            layers,
+            HumanBytes(d.weight_bytes).to_string(),
+            HumanBytes(d.kv_bytes).to_string(),
+            HumanBytes(d.other_bytes).to_string(),
+            HumanBytes(d.total_bytes).to_string(),
+            HumanBytes(d.budget).to_string(),
+            headroom,
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = format!(
+        "model {} ({}, {} layers), context {}\n",
+        r.config.name,
+        r.config.architecture.gguf_name(),
+        r.config.n_layer,
+        r.ctx_size
+    );
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| if i < 2 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
