@@ -76,6 +76,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         let _ = stdout.flush();
     })?;
     let _ = writeln!(stdout);
+    let _ = stdout.flush();
     let stages: Vec<String> = loaded
         .model
         .stage_layout()

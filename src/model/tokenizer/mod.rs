@@ -362,21 +362,45 @@ fn bpe_from_gguf(gguf: &GgufFile) -> Result<tokenizers::Tokenizer, LoadError> {
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::digits::Digits;
     use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::SplitDelimiterBehavior;
+    const LLAMA3_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
     let mut tok = tokenizers::Tokenizer::from_gguf(gguf.content())
         .map_err(|e| LoadError::Tokenizer(e.to_string()))?;
     // Templates and BOS are handled by `Tokenizer::encode`, not here.
     tok.with_post_processor(None::<tokenizers::processors::PostProcessorWrapper>);
-    match gguf.opt_str("tokenizer.ggml.pre")? {
+    // Special tokens are split out by `Tokenizer::encode`; here they are text.
+    tok.set_encode_special_tokens(true);
+    let byte_level = ByteLevel::new(false, true, true);
+    match gguf.opt_str("tokenizer.ggml.pre")?.unwrap_or("default") {
+        // candle's conversion already matches llama.cpp for these.
+        "qwen2" | "smaug-bpe" | "lfm2" => {}
+        // Llama 3's regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_LLAMA3).
+        "llama-bpe" | "llama3" => {
+            let split = Split::new(
+                SplitPattern::Regex(LLAMA3_REGEX.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| LoadError::Tokenizer(e.to_string()))?;
+            let seq = Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]);
+            tok.with_pre_tokenizer(Some(seq));
+            // llama.cpp takes a whole word that is in the vocabulary as is.
+            if let tokenizers::ModelWrapper::BPE(mut bpe) = tok.get_model().clone() {
+                bpe.ignore_merges = true;
+                tok.with_model(bpe);
+            }
+        }
         // llama.cpp splits every digit first for these (LLAMA_VOCAB_PRE_TYPE_SMOLLM, ...).
-        Some("smollm" | "starcoder" | "refact" | "command-r" | "codeshell") => {
-            let seq = Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ]);
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => {
+            let seq = Sequence::new(vec![Digits::new(true).into(), byte_level.into()]);
             tok.with_pre_tokenizer(Some(seq));
         }
-        _ => {}
+        // GPT-2's own regex, without the prefix space HF's default adds.
+        _ => {
+            tok.with_pre_tokenizer(Some(byte_level));
+        }
     }
     Ok(tok)
 }
