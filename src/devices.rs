@@ -106,7 +106,9 @@ fn parse_budget(s: &str) -> Option<BudgetSpec> {
 /// binary ones). Overflow is refused, not wrapped.
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let unit = unit.trim();
     let mult: f64 = match unit.to_ascii_lowercase().as_str() {
@@ -188,7 +190,11 @@ pub fn resolve(list: &DeviceList) -> Result<Vec<ResolvedDevice>, DeviceError> {
     for spec in &list.0 {
         let resolved = match spec.kind {
             DeviceKind::Cpu => {
-                let label = if n_cpu == 1 { "cpu".to_string() } else { format!("cpu:{cpu_index}") };
+                let label = if n_cpu == 1 {
+                    "cpu".to_string()
+                } else {
+                    format!("cpu:{cpu_index}")
+                };
                 cpu_index += 1;
                 let (total, free) = system_memory().unwrap_or((u64::MAX, u64::MAX));
                 ResolvedDevice {
@@ -214,7 +220,9 @@ fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDe
         reason,
     };
     let device = Device::new_cuda(ordinal).map_err(|e| unavailable(e.to_string()))?;
-    let cuda = device.as_cuda_device().map_err(|e| unavailable(e.to_string()))?;
+    let cuda = device
+        .as_cuda_device()
+        .map_err(|e| unavailable(e.to_string()))?;
     cuda.cuda_stream()
         .context()
         .bind_to_thread()
@@ -231,7 +239,10 @@ fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDe
 }
 
 #[cfg(not(feature = "cuda"))]
-fn resolve_cuda(ordinal: usize, _budget: Option<BudgetSpec>) -> Result<ResolvedDevice, DeviceError> {
+fn resolve_cuda(
+    ordinal: usize,
+    _budget: Option<BudgetSpec>,
+) -> Result<ResolvedDevice, DeviceError> {
     Err(DeviceError::NoCuda(format!("cuda:{ordinal}")))
 }
 
@@ -245,9 +256,18 @@ mod tests {
         assert_eq!(
             l.0,
             vec![
-                DeviceSpec { kind: DeviceKind::Cuda(0), budget: Some(BudgetSpec::Bytes(6 << 30)) },
-                DeviceSpec { kind: DeviceKind::Cuda(1), budget: Some(BudgetSpec::Percent(60.0)) },
-                DeviceSpec { kind: DeviceKind::Cpu, budget: Some(BudgetSpec::Bytes(8 << 30)) },
+                DeviceSpec {
+                    kind: DeviceKind::Cuda(0),
+                    budget: Some(BudgetSpec::Bytes(6 << 30))
+                },
+                DeviceSpec {
+                    kind: DeviceKind::Cuda(1),
+                    budget: Some(BudgetSpec::Percent(60.0))
+                },
+                DeviceSpec {
+                    kind: DeviceKind::Cpu,
+                    budget: Some(BudgetSpec::Bytes(8 << 30))
+                },
             ]
         );
         let l: DeviceList = "cpu=300MiB, cpu=200MiB ,cpu=1GiB".parse().unwrap();
@@ -258,13 +278,19 @@ mod tests {
 
     #[test]
     fn refuses_bad_entries_by_name() {
-        assert_eq!("tpu:0".parse::<DeviceList>().unwrap_err(), DeviceError::UnknownKind("tpu:0".into()));
+        assert_eq!(
+            "tpu:0".parse::<DeviceList>().unwrap_err(),
+            DeviceError::UnknownKind("tpu:0".into())
+        );
         let e = "cpu=lots".parse::<DeviceList>().unwrap_err();
         assert!(e.to_string().contains("`lots`"), "{e}");
         assert!("cpu=0%".parse::<DeviceList>().is_err());
         assert!("cpu=101%".parse::<DeviceList>().is_err());
         assert!("cpu=99999999999TiB".parse::<DeviceList>().is_err());
-        assert_eq!("cuda:0,cuda:0".parse::<DeviceList>().unwrap_err(), DeviceError::Duplicate("cuda:0".into()));
+        assert_eq!(
+            "cuda:0,cuda:0".parse::<DeviceList>().unwrap_err(),
+            DeviceError::Duplicate("cuda:0".into())
+        );
         assert_eq!(" , ".parse::<DeviceList>().unwrap_err(), DeviceError::Empty);
     }
 
@@ -295,6 +321,9 @@ mod tests {
         assert_eq!(r[1].label, "cpu:1");
         assert_eq!(r[1].budget, 2 << 30);
         #[cfg(not(feature = "cuda"))]
-        assert!(matches!(resolve(&"cuda:0".parse().unwrap()), Err(DeviceError::NoCuda(_))));
+        assert!(matches!(
+            resolve(&"cuda:0".parse().unwrap()),
+            Err(DeviceError::NoCuda(_))
+        ));
     }
 }

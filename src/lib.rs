@@ -4,8 +4,8 @@
 //! tokenizer (`model`), the placement planner (`placement`), device specs
 //! (`devices`) and generation (`generate`).
 
-pub mod model;
-pub mod placement;
+pub mod cli;
 pub mod devices;
 pub mod engine;
-pub mod cli;
+pub mod model;
+pub mod placement;

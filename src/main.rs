@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use strata::cli;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Pool mismatched GPUs (and CPUs) into one LLM service")]
+#[command(
+    name = "strata",
+    version,
+    about = "Pool mismatched GPUs (and CPUs) into one LLM service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

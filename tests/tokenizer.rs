@@ -38,11 +38,18 @@ fn round_trips(tok: &Tokenizer) {
         let mut streamed = String::new();
         for &id in &ids {
             let piece = stream.push(id);
-            assert!(!piece.contains('\u{fffd}'), "half a character streamed for {text:?}");
+            assert!(
+                !piece.contains('\u{fffd}'),
+                "half a character streamed for {text:?}"
+            );
             streamed += &piece;
         }
         streamed += &stream.finish();
-        let expected = if tok.kind() == VocabKind::SentencePiece { format!(" {text}") } else { text.to_string() };
+        let expected = if tok.kind() == VocabKind::SentencePiece {
+            format!(" {text}")
+        } else {
+            text.to_string()
+        };
         assert_eq!(streamed, expected);
     }
 }
@@ -69,7 +76,9 @@ fn sentencepiece_merges_known_pieces_and_falls_back_to_bytes() {
     let ids = tok.encode("中", false, false).unwrap();
     let bytes: Vec<&str> = ids.iter().map(|&i| tok.token_text(i).unwrap()).collect();
     assert_eq!(bytes, ["\u{2581}", "<0xE4>", "<0xB8>", "<0xAD>"]);
-    assert!(ids[1..].iter().all(|&i| tok.token_type(i) == Some(TokenType::Byte)));
+    assert!(ids[1..]
+        .iter()
+        .all(|&i| tok.token_type(i) == Some(TokenType::Byte)));
 }
 
 #[test]
@@ -78,7 +87,9 @@ fn gpt2_uses_merges_and_special_tokens() {
     let ids = tok.encode(" the", false, false).unwrap();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(tok.token_text(ids[0]), Some("\u{120}the"));
-    let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false, true).unwrap();
+    let ids = tok
+        .encode("<|im_start|>user\nhi<|im_end|>", false, true)
+        .unwrap();
     assert_eq!(ids.first(), Some(&1));
     assert_eq!(ids.last(), Some(&2));
     // Without special parsing the marker is plain text.

@@ -46,7 +46,12 @@ pub fn table(r: &PlanReport) -> String {
         let layers = if d.layers.is_empty() {
             "-".to_string()
         } else {
-            format!("{}-{} ({})", d.layers.start, d.layers.end - 1, d.layers.len())
+            format!(
+                "{}-{} ({})",
+                d.layers.start,
+                d.layers.end - 1,
+                d.layers.len()
+            )
         };
         let headroom = if d.headroom < 0 {
             format!("-{}", HumanBytes(d.headroom.unsigned_abs()))
@@ -64,7 +69,9 @@ pub fn table(r: &PlanReport) -> String {
             headroom,
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = format!(
         "model {} ({}, {} layers), context {}\n",
         r.config.name,
@@ -77,7 +84,13 @@ pub fn table(r: &PlanReport) -> String {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, w))| if i < 2 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .map(|(i, (cell, w))| {
+                if i < 2 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -62,10 +62,14 @@ pub fn generate(
 ) -> Result<Generation, EngineError> {
     req.sampling.validate().map_err(EngineError::Invalid)?;
     if req.prompt.is_empty() {
-        return Err(EngineError::Invalid("the prompt is empty: it must have at least one token".into()));
+        return Err(EngineError::Invalid(
+            "the prompt is empty: it must have at least one token".into(),
+        ));
     }
     if req.max_tokens == 0 {
-        return Err(EngineError::Invalid("`max_tokens` must be at least 1, got 0".into()));
+        return Err(EngineError::Invalid(
+            "`max_tokens` must be at least 1, got 0".into(),
+        ));
     }
     let ctx = model.max_positions();
     if req.prompt.len() + req.max_tokens > ctx {

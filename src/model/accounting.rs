@@ -16,8 +16,10 @@ use crate::placement::Footprint;
 
 /// Bytes `info` occupies once loaded.
 pub fn resident_bytes(info: &TensorInfo) -> u64 {
-    let dequantized = matches!(info.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-        || info.shape.rank() == 1;
+    let dequantized = matches!(
+        info.ggml_dtype,
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+    ) || info.shape.rank() == 1;
     if dequantized {
         info.shape.elem_count() as u64 * 4
     } else {
@@ -27,7 +29,8 @@ pub fn resident_bytes(info: &TensorInfo) -> u64 {
 
 /// The planner's view of the model in `gguf` at context length `ctx`.
 pub fn footprint(gguf: &GgufFile, cfg: &ModelConfig, ctx: usize) -> Result<Footprint, LoadError> {
-    let bytes = |name: &str| -> Result<u64, LoadError> { Ok(resident_bytes(gguf.tensor_info(name)?)) };
+    let bytes =
+        |name: &str| -> Result<u64, LoadError> { Ok(resident_bytes(gguf.tensor_info(name)?)) };
     let layer_weight_bytes = (0..cfg.n_layer)
         .map(|l| {
             cfg.block_tensor_names(l)
@@ -37,7 +40,11 @@ pub fn footprint(gguf: &GgufFile, cfg: &ModelConfig, ctx: usize) -> Result<Footp
         })
         .collect::<Result<Vec<_>, _>>()?;
     let embedding_bytes = bytes("token_embd.weight")?;
-    let output = if cfg.tied_embeddings { 0 } else { bytes("output.weight")? };
+    let output = if cfg.tied_embeddings {
+        0
+    } else {
+        bytes("output.weight")?
+    };
     let logits = cfg.vocab_size as u64 * 4;
     let head_bytes = bytes("output_norm.weight")? + output + logits;
     Ok(Footprint {

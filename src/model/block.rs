@@ -58,12 +58,13 @@ impl Block {
         device: &Device,
     ) -> std::result::Result<Self, LoadError> {
         let name = |t: &str| format!("blk.{layer}.{t}");
-        let mut matmul = |t: &str, rows: usize, cols: usize| -> std::result::Result<QMatMul, LoadError> {
-            let n = name(t);
-            let q = gguf.tensor(&n, device)?;
-            check_tensor_shape(&n, q.shape().dims(), &[rows, cols])?;
-            Ok(QMatMul::from_qtensor(q)?)
-        };
+        let mut matmul =
+            |t: &str, rows: usize, cols: usize| -> std::result::Result<QMatMul, LoadError> {
+                let n = name(t);
+                let q = gguf.tensor(&n, device)?;
+                check_tensor_shape(&n, q.shape().dims(), &[rows, cols])?;
+                Ok(QMatMul::from_qtensor(q)?)
+            };
         let q_rows = cfg.n_head * cfg.head_dim;
         let kv_rows = cfg.n_kv_head * cfg.head_dim;
         let wq = matmul("attn_q.weight", q_rows, cfg.dim)?;
@@ -102,9 +103,18 @@ impl Block {
         };
         Ok(Self {
             attn_norm,
-            q: Projection { weight: wq, bias: bq },
-            k: Projection { weight: wk, bias: bk },
-            v: Projection { weight: wv, bias: bv },
+            q: Projection {
+                weight: wq,
+                bias: bq,
+            },
+            k: Projection {
+                weight: wk,
+                bias: bk,
+            },
+            v: Projection {
+                weight: wv,
+                bias: bv,
+            },
             o,
             q_norm,
             k_norm,
@@ -205,7 +215,11 @@ impl RmsNorm {
     }
 }
 
-pub(crate) fn check_tensor_shape(name: &str, got: &[usize], expected: &[usize]) -> std::result::Result<(), LoadError> {
+pub(crate) fn check_tensor_shape(
+    name: &str,
+    got: &[usize],
+    expected: &[usize],
+) -> std::result::Result<(), LoadError> {
     if got == expected {
         Ok(())
     } else {
@@ -216,4 +230,3 @@ pub(crate) fn check_tensor_shape(name: &str, got: &[usize], expected: &[usize]) 
         })
     }
 }
-

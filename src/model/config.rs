@@ -138,7 +138,9 @@ impl ModelConfig {
         if rope_dim > head_dim || rope_dim % 2 != 0 {
             return Err(LoadError::InvalidMetadata {
                 key: key("rope.dimension_count"),
-                reason: format!("must be even and at most the head size {head_dim}, got {rope_dim}"),
+                reason: format!(
+                    "must be even and at most the head size {head_dim}, got {rope_dim}"
+                ),
             });
         }
         let base = gguf.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
@@ -197,8 +199,15 @@ impl ModelConfig {
     /// Names of the tensors of block `layer` and whether each is required.
     pub fn block_tensor_names(&self, layer: usize) -> Vec<(String, bool)> {
         let mut names: Vec<(String, bool)> = [
-            "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
-            "ffn_up", "ffn_down",
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
         ]
         .iter()
         .map(|t| (format!("blk.{layer}.{t}.weight"), true))

@@ -62,7 +62,8 @@ impl GgufFile {
 
     /// An unsigned integer of any width (GGUF writers disagree on widths).
     pub fn u64(&self, key: &str) -> Result<u64, LoadError> {
-        value_as_u64(self.required(key)?).ok_or_else(|| type_error(key, "integer", self.metadata(key)))
+        value_as_u64(self.required(key)?)
+            .ok_or_else(|| type_error(key, "integer", self.metadata(key)))
     }
 
     pub fn usize(&self, key: &str) -> Result<usize, LoadError> {

@@ -15,7 +15,12 @@ pub struct LayerKvCache {
 }
 
 impl LayerKvCache {
-    pub fn new(n_kv_head: usize, head_dim: usize, capacity: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        n_kv_head: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let shape = (1, n_kv_head, capacity, head_dim);
         Ok(Self {
             k: Tensor::zeros(shape, DType::F32, device)?,

@@ -230,7 +230,10 @@ impl LayeredModel {
                 seq.capacity()
             )
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
             candle_core::bail!(
                 "token id {bad} is outside the vocabulary of {} tokens",
                 self.config.vocab_size
@@ -251,14 +254,21 @@ impl LayeredModel {
         let first = &self.stages[0];
         let ids = Tensor::new(tokens, &first.device)?.unsqueeze(0)?;
         let mut x = self.embedding.embedding(&ids)?;
-        let mask = if n > 1 { Some(causal_mask(n, pos)?) } else { None };
+        let mask = if n > 1 {
+            Some(causal_mask(n, pos)?)
+        } else {
+            None
+        };
 
         for (i, stage) in self.stages.iter().enumerate() {
             if i > 0 {
                 x = x.to_device(&stage.device)?;
                 seq.transfers += 1;
             }
-            let mask = mask.as_ref().map(|m| m.to_device(&stage.device)).transpose()?;
+            let mask = mask
+                .as_ref()
+                .map(|m| m.to_device(&stage.device))
+                .transpose()?;
             for (block, layer) in stage.blocks.iter().zip(stage.layers.clone()) {
                 x = block.forward(&x, &stage.rope, mask.as_ref(), &seq.caches[layer], pos)?;
             }
@@ -270,7 +280,10 @@ impl LayeredModel {
 
     /// Labels of the devices of the first and last stage.
     pub fn endpoints(&self) -> (&str, &str) {
-        (&self.stages[0].label, &self.stages[self.stages.len() - 1].label)
+        (
+            &self.stages[0].label,
+            &self.stages[self.stages.len() - 1].label,
+        )
     }
 }
 
@@ -309,4 +322,3 @@ fn validate_stages(stages: &[StageSpec], n_layer: usize) -> std::result::Result<
     }
     Ok(())
 }
-

@@ -42,16 +42,25 @@ impl SamplingParams {
     /// Checks every field; the error names the field, its range and the value.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=2.0).contains(&self.temperature) {
-            return Err(format!("`temperature` must be between 0 and 2, got {}", self.temperature));
+            return Err(format!(
+                "`temperature` must be between 0 and 2, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("`top_p` must be in (0, 1], got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(format!("`min_p` must be between 0 and 1, got {}", self.min_p));
+            return Err(format!(
+                "`min_p` must be between 0 and 1, got {}",
+                self.min_p
+            ));
         }
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
-            return Err(format!("`repeat_penalty` must be a positive number, got {}", self.repeat_penalty));
+            return Err(format!(
+                "`repeat_penalty` must be a positive number, got {}",
+                self.repeat_penalty
+            ));
         }
         Ok(())
     }
@@ -80,7 +89,11 @@ impl Sampler {
             seen.dedup();
             for t in seen {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repeat_penalty
+                    } else {
+                        *l * p.repeat_penalty
+                    };
                 }
             }
         }
@@ -149,18 +162,32 @@ mod tests {
 
     #[test]
     fn seeded_runs_repeat_and_seeds_differ() {
-        let params = SamplingParams { temperature: 1.5, seed: 9, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.5,
+            seed: 9,
+            ..Default::default()
+        };
         let run = |params: SamplingParams| {
             let mut s = Sampler::new(params);
-            (0..40).map(|_| s.sample(&logits(), &[])).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample(&logits(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(params.clone()), run(params.clone()));
-        assert_ne!(run(params.clone()), run(SamplingParams { seed: 10, ..params }));
+        assert_ne!(
+            run(params.clone()),
+            run(SamplingParams { seed: 10, ..params })
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 1, seed: 3, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            seed: 3,
+            ..Default::default()
+        });
         for _ in 0..10 {
             assert_eq!(s.sample(&logits(), &[]), argmax(&logits()));
         }
@@ -169,25 +196,47 @@ mod tests {
     #[test]
     fn top_p_and_min_p_restrict_the_candidates() {
         let l = vec![10.0, 9.9, 0.0, -5.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.5, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        });
         assert!((0..50).all(|_| s.sample(&l, &[]) == 0));
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, min_p: 0.5, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        });
         assert!((0..50).all(|_| s.sample(&l, &[]) < 2));
     }
 
     #[test]
     fn repetition_penalty_moves_greedy_off_a_repeated_token() {
         let l = vec![2.0, 1.9, 0.0];
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 1.5, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 1.5,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&l, &[]), 0);
         assert_eq!(s.sample(&l, &[0]), 1);
     }
 
     #[test]
     fn invalid_params_are_named() {
-        let bad = SamplingParams { temperature: 3.0, ..Default::default() };
-        assert_eq!(bad.validate().unwrap_err(), "`temperature` must be between 0 and 2, got 3");
-        let bad = SamplingParams { top_p: 0.0, ..Default::default() };
+        let bad = SamplingParams {
+            temperature: 3.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "`temperature` must be between 0 and 2, got 3"
+        );
+        let bad = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        };
         assert!(bad.validate().unwrap_err().contains("`top_p`"));
     }
 }

@@ -106,7 +106,7 @@ struct Vocab {
 
 /// Writes the model `spec` describes to `path`.
 pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()> {
-    if spec.dim % spec.n_head != 0 || spec.n_head % spec.n_kv_head != 0 {
+    if !spec.dim.is_multiple_of(spec.n_head) || !spec.n_head.is_multiple_of(spec.n_kv_head) {
         candle_core::bail!(
             "synthetic model: heads {} / kv heads {} do not divide dim {}",
             spec.n_head,
@@ -122,21 +122,42 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
     let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
     let hd = spec.head_dim();
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let mut matrix = |rng: &mut rand::rngs::StdRng, name: String, rows: usize, cols: usize, dt: GgmlDType| {
-        let scale = 1.0 / (cols as f32).sqrt();
-        let data: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-scale..scale) * 1.7).collect();
-        let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu)?;
-        tensors.push((name, QTensor::quantize(&t, dt)?));
-        candle_core::Result::Ok(())
-    };
+    let mut matrix =
+        |rng: &mut rand::rngs::StdRng, name: String, rows: usize, cols: usize, dt: GgmlDType| {
+            let scale = 1.0 / (cols as f32).sqrt();
+            let data: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-scale..scale) * 1.7)
+                .collect();
+            let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu)?;
+            tensors.push((name, QTensor::quantize(&t, dt)?));
+            candle_core::Result::Ok(())
+        };
     let wt = spec.weight_type;
     matrix(&mut rng, "token_embd.weight".into(), n_vocab, spec.dim, wt)?;
     for l in 0..spec.n_layer {
         let p = |t: &str| format!("blk.{l}.{t}");
         matrix(&mut rng, p("attn_q.weight"), spec.n_head * hd, spec.dim, wt)?;
-        matrix(&mut rng, p("attn_k.weight"), spec.n_kv_head * hd, spec.dim, wt)?;
-        matrix(&mut rng, p("attn_v.weight"), spec.n_kv_head * hd, spec.dim, wt)?;
-        matrix(&mut rng, p("attn_output.weight"), spec.dim, spec.n_head * hd, wt)?;
+        matrix(
+            &mut rng,
+            p("attn_k.weight"),
+            spec.n_kv_head * hd,
+            spec.dim,
+            wt,
+        )?;
+        matrix(
+            &mut rng,
+            p("attn_v.weight"),
+            spec.n_kv_head * hd,
+            spec.dim,
+            wt,
+        )?;
+        matrix(
+            &mut rng,
+            p("attn_output.weight"),
+            spec.dim,
+            spec.n_head * hd,
+            wt,
+        )?;
         matrix(&mut rng, p("ffn_gate.weight"), spec.ffn_dim, spec.dim, wt)?;
         matrix(&mut rng, p("ffn_up.weight"), spec.ffn_dim, spec.dim, wt)?;
         matrix(&mut rng, p("ffn_down.weight"), spec.dim, spec.ffn_dim, wt)?;
@@ -144,12 +165,15 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
     if spec.separate_output {
         matrix(&mut rng, "output.weight".into(), n_vocab, spec.dim, wt)?;
     }
-    let mut vector = |rng: &mut rand::rngs::StdRng, name: String, len: usize, center: f32, spread: f32| {
-        let data: Vec<f32> = (0..len).map(|_| center + rng.random_range(-spread..spread)).collect();
-        let t = Tensor::from_vec(data, len, &Device::Cpu)?;
-        tensors.push((name, QTensor::quantize(&t, GgmlDType::F32)?));
-        candle_core::Result::Ok(())
-    };
+    let mut vector =
+        |rng: &mut rand::rngs::StdRng, name: String, len: usize, center: f32, spread: f32| {
+            let data: Vec<f32> = (0..len)
+                .map(|_| center + rng.random_range(-spread..spread))
+                .collect();
+            let t = Tensor::from_vec(data, len, &Device::Cpu)?;
+            tensors.push((name, QTensor::quantize(&t, GgmlDType::F32)?));
+            candle_core::Result::Ok(())
+        };
     for l in 0..spec.n_layer {
         let p = |t: &str| format!("blk.{l}.{t}");
         vector(&mut rng, p("attn_norm.weight"), spec.dim, 1.0, 0.2)?;
@@ -170,12 +194,18 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
     let k = |s: &str| format!("{arch}.{s}");
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
-        ("general.name".into(), Value::String(format!("strata-synthetic-{arch}"))),
+        (
+            "general.name".into(),
+            Value::String(format!("strata-synthetic-{arch}")),
+        ),
         (k("block_count"), Value::U32(spec.n_layer as u32)),
         (k("embedding_length"), Value::U32(spec.dim as u32)),
         (k("feed_forward_length"), Value::U32(spec.ffn_dim as u32)),
         (k("attention.head_count"), Value::U32(spec.n_head as u32)),
-        (k("attention.head_count_kv"), Value::U32(spec.n_kv_head as u32)),
+        (
+            k("attention.head_count_kv"),
+            Value::U32(spec.n_kv_head as u32),
+        ),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
         (k("context_length"), Value::U32(spec.context_length as u32)),
         (k("rope.freq_base"), Value::F32(spec.rope_base)),
@@ -194,7 +224,10 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
             md.push(("tokenizer.ggml.pre".into(), Value::String("gpt2".into())));
             md.push(("tokenizer.ggml.merges".into(), strings(&vocab.merges)));
             md.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
-            md.push(("tokenizer.chat_template".into(), Value::String(CHATML_TEMPLATE.into())));
+            md.push((
+                "tokenizer.chat_template".into(),
+                Value::String(CHATML_TEMPLATE.into()),
+            ));
         }
     }
     md.push(("tokenizer.ggml.tokens".into(), strings(&vocab.tokens)));
@@ -228,7 +261,9 @@ fn learn_merges(mut words: Vec<(Vec<String>, usize)>, n: usize) -> Vec<(String, 
         let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
         for (w, freq) in &words {
             for pair in w.windows(2) {
-                *counts.entry((pair[0].as_str(), pair[1].as_str())).or_default() += freq;
+                *counts
+                    .entry((pair[0].as_str(), pair[1].as_str()))
+                    .or_default() += freq;
             }
         }
         // Most frequent pair; ties broken by text so the result is deterministic.
@@ -322,7 +357,11 @@ fn spm_vocab(size: usize) -> Vocab {
 /// A GPT-2 byte-level vocabulary: ChatML control tokens, the 256 byte
 /// characters, then merged pieces, with the merges themselves.
 fn gpt2_vocab(size: usize) -> Vocab {
-    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let mut tokens: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
     let mut types = vec![TYPE_CONTROL; 3];
     let mut scores = vec![0.0; 3];
     for &c in byte_level::byte_to_char() {
@@ -330,12 +369,16 @@ fn gpt2_vocab(size: usize) -> Vocab {
         types.push(TYPE_NORMAL);
         scores.push(0.0);
     }
-    let words = word_counts(
-        CORPUS
-            .split(' ')
-            .enumerate()
-            .map(|(i, w)| byte_level::encode_bytes(if i == 0 { w.to_string() } else { format!(" {w}") }.as_bytes())),
-    );
+    let words = word_counts(CORPUS.split(' ').enumerate().map(|(i, w)| {
+        byte_level::encode_bytes(
+            if i == 0 {
+                w.to_string()
+            } else {
+                format!(" {w}")
+            }
+            .as_bytes(),
+        )
+    }));
     let split = words
         .into_iter()
         .map(|(w, f)| (w.chars().map(String::from).collect(), f))

@@ -115,7 +115,11 @@ pub enum PlacementError {
 }
 
 /// Plans `fp` onto `devices` with `strategy`.
-pub fn plan(fp: &Footprint, devices: &[DeviceBudget], strategy: &Strategy) -> Result<Plan, PlacementError> {
+pub fn plan(
+    fp: &Footprint,
+    devices: &[DeviceBudget],
+    strategy: &Strategy,
+) -> Result<Plan, PlacementError> {
     if devices.is_empty() {
         return Err(PlacementError::NoDevices);
     }
@@ -156,7 +160,12 @@ fn fill(fp: &Footprint, caps: &[u64]) -> (Vec<usize>, usize) {
     let mut next = 0;
     let mut first_used: Option<usize> = None;
     for (i, &cap) in caps.iter().enumerate() {
-        let mut used = fp.workspace_bytes + if first_used.is_none() { fp.embedding_bytes } else { 0 };
+        let mut used = fp.workspace_bytes
+            + if first_used.is_none() {
+                fp.embedding_bytes
+            } else {
+                0
+            };
         while next < n {
             let mut add = fp.layer_bytes(next);
             if next == n - 1 {

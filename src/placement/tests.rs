@@ -36,7 +36,12 @@ fn brute_force_best(fp: &Footprint, devices: &[DeviceBudget]) -> Option<f64> {
     all_counts(fp.n_layer(), devices.len())
         .into_iter()
         .map(|c| build(fp, devices, &c))
-        .filter(|p| p.devices.iter().zip(devices).all(|(p, d)| p.total_bytes <= d.usable()))
+        .filter(|p| {
+            p.devices
+                .iter()
+                .zip(devices)
+                .all(|(p, d)| p.total_bytes <= d.usable())
+        })
         .map(|p| p.max_load(devices))
         .min_by(f64::total_cmp)
 }
@@ -44,7 +49,11 @@ fn brute_force_best(fp: &Footprint, devices: &[DeviceBudget]) -> Option<f64> {
 #[test]
 fn equal_devices_split_evenly() {
     let f = fp(&[100; 12], 0, 0, 0, false);
-    let devices = vec![DeviceBudget::new("a", 10_000), DeviceBudget::new("b", 10_000), DeviceBudget::new("c", 10_000)];
+    let devices = vec![
+        DeviceBudget::new("a", 10_000),
+        DeviceBudget::new("b", 10_000),
+        DeviceBudget::new("c", 10_000),
+    ];
     let p = plan(&f, &devices, &Strategy::Balance).unwrap();
     let ranges: Vec<_> = p.devices.iter().map(|d| d.layers.clone()).collect();
     assert_eq!(ranges, vec![0..4, 4..8, 8..12]);
@@ -53,7 +62,10 @@ fn equal_devices_split_evenly() {
 #[test]
 fn shares_follow_budgets() {
     let f = fp(&[100; 12], 0, 0, 0, false);
-    let devices = vec![DeviceBudget::new("big", 30_000), DeviceBudget::new("small", 10_000)];
+    let devices = vec![
+        DeviceBudget::new("big", 30_000),
+        DeviceBudget::new("small", 10_000),
+    ];
     let p = plan(&f, &devices, &Strategy::Balance).unwrap();
     assert_eq!(p.devices[0].layers, 0..9);
     assert_eq!(p.devices[1].layers, 9..12);
@@ -65,8 +77,13 @@ fn single_device_short_by_exact_bytes() {
     let budget = 4000u64;
     let d = DeviceBudget::new("cpu", budget);
     let needed = 4 * 1000 + 500 + 300 + 200;
-    match plan(&f, &[d.clone()], &Strategy::Balance) {
-        Err(PlacementError::DoesNotFit { device, short, needed: n, .. }) => {
+    match plan(&f, std::slice::from_ref(&d), &Strategy::Balance) {
+        Err(PlacementError::DoesNotFit {
+            device,
+            short,
+            needed: n,
+            ..
+        }) => {
             assert_eq!(device, "cpu");
             assert_eq!(n, needed);
             assert_eq!(short, needed - d.usable());
@@ -105,7 +122,10 @@ fn tied_head_costs_a_copy_only_on_a_separate_device() {
     assert_eq!(one.devices[0].other_bytes, 1000 + 10);
     let two = plan(
         &f,
-        &[DeviceBudget::new("a", 1_000_000), DeviceBudget::new("b", 1_000_000)],
+        &[
+            DeviceBudget::new("a", 1_000_000),
+            DeviceBudget::new("b", 1_000_000),
+        ],
         &Strategy::Balance,
     )
     .unwrap();
@@ -116,21 +136,48 @@ fn tied_head_costs_a_copy_only_on_a_separate_device() {
 #[test]
 fn manual_override_is_honoured_or_refused() {
     let f = fp(&[100; 10], 0, 0, 0, false);
-    let devices = vec![DeviceBudget::new("cuda:0", 100_000), DeviceBudget::new("cuda:1", 100_000), DeviceBudget::new("cpu", 100_000)];
-    let p = plan(&f, &devices, &Strategy::Manual(vec![("cuda:0".into(), 6), ("cuda:1".into(), 1)])).unwrap();
+    let devices = vec![
+        DeviceBudget::new("cuda:0", 100_000),
+        DeviceBudget::new("cuda:1", 100_000),
+        DeviceBudget::new("cpu", 100_000),
+    ];
+    let p = plan(
+        &f,
+        &devices,
+        &Strategy::Manual(vec![("cuda:0".into(), 6), ("cuda:1".into(), 1)]),
+    )
+    .unwrap();
     let ranges: Vec<_> = p.devices.iter().map(|d| d.layers.clone()).collect();
     assert_eq!(ranges, vec![0..6, 6..7, 7..10]);
 
     let err = plan(&f, &devices, &Strategy::Manual(vec![("cuda:7".into(), 1)])).unwrap_err();
     assert_eq!(err, PlacementError::UnknownDevice("cuda:7".into()));
     let err = plan(&f, &devices, &Strategy::Manual(vec![("cuda:0".into(), 11)])).unwrap_err();
-    assert_eq!(err, PlacementError::LayerCount { given: 11, n_layer: 10 });
+    assert_eq!(
+        err,
+        PlacementError::LayerCount {
+            given: 11,
+            n_layer: 10
+        }
+    );
     let err = plan(&f, &devices, &Strategy::Manual(vec![("cpu".into(), 3)])).unwrap_err();
-    assert_eq!(err, PlacementError::LayerCount { given: 3, n_layer: 10 });
+    assert_eq!(
+        err,
+        PlacementError::LayerCount {
+            given: 3,
+            n_layer: 10
+        }
+    );
 
-    let small = vec![DeviceBudget::new("cuda:0", 300), DeviceBudget::new("cpu", 100_000)];
+    let small = vec![
+        DeviceBudget::new("cuda:0", 300),
+        DeviceBudget::new("cpu", 100_000),
+    ];
     let err = plan(&f, &small, &Strategy::Manual(vec![("cuda:0".into(), 5)])).unwrap_err();
-    assert!(matches!(err, PlacementError::DoesNotFit { ref device, .. } if device == "cuda:0"), "{err}");
+    assert!(
+        matches!(err, PlacementError::DoesNotFit { ref device, .. } if device == "cuda:0"),
+        "{err}"
+    );
 }
 
 fn arb_case() -> impl PropStrategy<Value = (Footprint, Vec<DeviceBudget>)> {

@@ -21,15 +21,20 @@ pub fn tiny(dtype: GgmlDType) -> (tempfile::TempDir, PathBuf) {
     synth_file(&SynthSpec::tiny(dtype, 42))
 }
 
-/// Loads `path` with its layers split into `ranges`, all on the CPU.
-pub fn load_split(path: &PathBuf, ranges: &[std::ops::Range<usize>], ctx: usize) -> LayeredModel {
-    let stages: Vec<StageSpec> = ranges
+/// Loads `path` with its layers split into stages of `counts` layers each,
+/// every stage a virtual CPU device.
+pub fn load_split(path: &PathBuf, counts: &[usize], ctx: usize) -> LayeredModel {
+    let mut start = 0;
+    let stages: Vec<StageSpec> = counts
         .iter()
         .enumerate()
-        .map(|(i, r)| StageSpec {
-            device: Device::Cpu,
-            label: format!("cpu:{i}"),
-            layers: r.clone(),
+        .map(|(i, &n)| {
+            start += n;
+            StageSpec {
+                device: Device::Cpu,
+                label: format!("cpu:{i}"),
+                layers: start - n..start,
+            }
         })
         .collect();
     let mut gguf = GgufFile::open(path).expect("open gguf");
@@ -38,7 +43,10 @@ pub fn load_split(path: &PathBuf, ranges: &[std::ops::Range<usize>], ctx: usize)
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn max_abs(a: &[f32]) -> f32 {

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 pub fn byte_to_char() -> &'static [char; 256] {
     static TABLE: OnceLock<[char; 256]> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let printable =
-            |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable = |b: u32| {
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+        };
         let mut table = ['\0'; 256];
         let mut next = 256u32;
         for b in 0..256u32 {

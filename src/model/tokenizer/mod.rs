@@ -51,7 +51,7 @@ pub enum VocabKind {
 
 enum Engine {
     Spm {
-        encoder: SpmEncoder,
+        encoder: Box<SpmEncoder>,
         add_space_prefix: bool,
     },
     Bpe(Box<tokenizers::Tokenizer>),
@@ -92,7 +92,9 @@ impl Tokenizer {
             .collect();
         let n = tokens.len();
         let types: Vec<TokenType> = match gguf.opt_f32_array("tokenizer.ggml.token_type")? {
-            Some(codes) if codes.len() == n => codes.into_iter().map(TokenType::from_code).collect(),
+            Some(codes) if codes.len() == n => {
+                codes.into_iter().map(TokenType::from_code).collect()
+            }
             Some(codes) => {
                 return Err(LoadError::InvalidMetadata {
                     key: "tokenizer.ggml.token_type".into(),
@@ -141,7 +143,7 @@ impl Tokenizer {
                     .opt_f32_array("tokenizer.ggml.scores")?
                     .unwrap_or_else(|| vec![0.0; n]);
                 Engine::Spm {
-                    encoder: SpmEncoder::new(&tokens, scores, unk),
+                    encoder: Box::new(SpmEncoder::new(&tokens, scores, unk)),
                     add_space_prefix: gguf
                         .opt_bool("tokenizer.ggml.add_space_prefix")?
                         .unwrap_or(true),
@@ -209,7 +211,12 @@ impl Tokenizer {
     /// Encodes `text`. With `add_bos` the model's BOS is prepended when the
     /// model asks for one; with `parse_special` the texts of control and
     /// user-defined tokens (`<|im_start|>`, `</s>`) become those tokens.
-    pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>, LoadError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, LoadError> {
         let mut out = Vec::new();
         if add_bos && self.adds_bos() {
             out.extend(self.bos);
@@ -230,7 +237,12 @@ impl Tokenizer {
         Ok(out)
     }
 
-    fn encode_text(&self, text: &str, after_special: bool, out: &mut Vec<u32>) -> Result<(), LoadError> {
+    fn encode_text(
+        &self,
+        text: &str,
+        after_special: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<(), LoadError> {
         match &self.engine {
             Engine::Spm {
                 encoder,
@@ -296,7 +308,13 @@ impl Tokenizer {
         for &id in ids {
             bytes.extend_from_slice(self.token_bytes(id));
         }
-        let strip = matches!(self.engine, Engine::Spm { add_space_prefix: true, .. });
+        let strip = matches!(
+            self.engine,
+            Engine::Spm {
+                add_space_prefix: true,
+                ..
+            }
+        );
         let text = String::from_utf8_lossy(&bytes).into_owned();
         match text.strip_prefix(' ') {
             Some(rest) if strip => rest.to_string(),
@@ -384,7 +402,10 @@ fn bpe_from_gguf(gguf: &GgufFile) -> Result<tokenizers::Tokenizer, LoadError> {
                 false,
             )
             .map_err(|e| LoadError::Tokenizer(e.to_string()))?;
-            let seq = Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]);
+            let seq = Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ]);
             tok.with_pre_tokenizer(Some(seq));
             // llama.cpp takes a whole word that is in the vocabulary as is.
             if let tokenizers::ModelWrapper::BPE(mut bpe) = tok.get_model().clone() {

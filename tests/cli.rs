@@ -1,0 +1,118 @@
+//! End-to-end tests of the `strata` binary: make-model, plan (table, JSON,
+//! errors) and generate (streamed text, report, seeds, stop strings).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env("RUST_LOG", "strata=warn")
+        .output()
+        .expect("run strata")
+}
+
+fn ok(out: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "strata failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn make_model(dir: &Path, extra: &[&str]) -> String {
+    let path = dir.join("m.gguf").to_string_lossy().into_owned();
+    let mut args = vec!["make-model", "--out", &path];
+    args.extend_from_slice(extra);
+    ok(&strata(&args));
+    path
+}
+
+#[test]
+fn plan_prints_a_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "q8_0"]);
+    let devices = "cpu=6MiB,cpu=4MiB,cpu=64MiB";
+    let (table, _) = ok(&strata(&["plan", "-m", &m, "--devices", devices, "--ctx-size", "64"]));
+    assert!(table.contains("device  layers"), "{table}");
+    for label in ["cpu:0", "cpu:1", "cpu:2", "headroom"] {
+        assert!(table.contains(label), "{label} missing:\n{table}");
+    }
+    let (json, _) = ok(&strata(&["plan", "-m", &m, "--devices", devices, "--ctx-size", "64", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let devs = v["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 3);
+    let layers: u64 = devs
+        .iter()
+        .map(|d| d["layers"]["end"].as_u64().unwrap() - d["layers"]["start"].as_u64().unwrap())
+        .sum();
+    assert_eq!(layers, 4);
+    for d in devs {
+        assert!(d["total_bytes"].as_u64().unwrap() <= d["budget"].as_u64().unwrap());
+    }
+}
+
+#[test]
+fn plan_errors_name_the_device_and_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &[]);
+    let out = strata(&["plan", "-m", &m, "--devices", "cpu=1MiB,cpu=1MiB"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("device `cpu:1` is short by"), "{err}");
+
+    let out = strata(&["plan", "-m", &m, "--devices", "gpu:0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`gpu:0`"));
+    let out = strata(&["plan", "-m", &m, "--layers", "cpu:9=1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`cpu:9`"));
+    let out = strata(&["plan", "-m", &m, "--ctx-size", "100000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`--ctx-size`") && err.contains("100000"), "{err}");
+    let out = strata(&["plan", "-m", "/nonexistent.gguf"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
+}
+
+#[test]
+fn generate_streams_reports_and_repeats_with_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "q4_k"]);
+    let args = |seed: &str| {
+        vec![
+            "generate", "-m", &m, "-p", "Once upon a time", "-n", "12", "--devices",
+            "cpu=2MiB,cpu=2MiB,cpu=64MiB", "--ctx-size", "64", "--temperature", "1.0", "--seed",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([seed.to_string()])
+        .collect::<Vec<_>>()
+    };
+    let run = |seed: &str| {
+        let a = args(seed);
+        ok(&strata(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let (text1, report) = run("7");
+    let (text2, _) = run("7");
+    assert_eq!(text1, text2, "same seed, same text");
+    assert!(report.contains("prompt tokens: "), "{report}");
+    assert!(report.contains("generated tokens: 12"), "{report}");
+    assert!(report.contains("decode: ") && report.contains("tok/s"), "{report}");
+    assert!(report.contains("stages: "), "{report}");
+}
+
+#[test]
+fn generate_cuts_at_a_stop_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "q8_0"]);
+    let base = ["generate", "-m", &m, "-p", "The", "-n", "40", "--temperature", "0", "--ctx-size", "64"];
+    let (full, _) = ok(&strata(&base));
+    let full = full.trim_end_matches('\n');
+    // Pick a stop string from the middle of the greedy output.
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 10, "output too short: {full:?}");
+    let stop: String = chars[6..9].iter().collect();
+    let expected_len = full.find(&stop).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--stop", &stop]);
+    let (cut, report) = ok(&strata(&args));
+    assert_eq!(cut.trim_end_matches('\n'), &full[..expected_len]);
+    assert!(report.contains("finish: Stop"), "{report}");
+}
