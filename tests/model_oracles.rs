@@ -173,32 +173,8 @@ fn missing_tensor_and_unknown_architecture_are_named() {
     }];
     assert!(strata::model::LayeredModel::load(&mut gguf, &stages, 64).is_ok());
     // Rewrite the file without one tensor, and with another architecture.
-    let content = gguf.content();
-    let mut file = std::fs::File::open(&path).unwrap();
-    let mut md: Vec<(String, candle_core::quantized::gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let tensors: Vec<(String, candle_core::quantized::QTensor)> = content
-        .tensor_infos
-        .keys()
-        .filter(|n| *n != "blk.2.ffn_up.weight")
-        .map(|n| {
-            (
-                n.clone(),
-                content.tensor(&mut file, n, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let write = |md: &[(String, candle_core::quantized::gguf_file::Value)], p: &std::path::Path| {
-        let mut out = std::fs::File::create(p).unwrap();
-        let m: Vec<_> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        candle_core::quantized::gguf_file::write(&mut out, &m, &t).unwrap();
-    };
     let broken = path.with_file_name("broken.gguf");
-    write(&md, &broken);
+    rewrite_gguf(&path, &broken, |_| {}, |n| n != "blk.2.ffn_up.weight");
     let mut g = GgufFile::open(&broken).unwrap();
     let err = strata::model::LayeredModel::load(&mut g, &stages, 64)
         .err()
@@ -206,12 +182,14 @@ fn missing_tensor_and_unknown_architecture_are_named() {
         .to_string();
     assert!(err.contains("`blk.2.ffn_up.weight`"), "{err}");
 
-    for (k, v) in md.iter_mut() {
-        if k == "general.architecture" {
-            *v = candle_core::quantized::gguf_file::Value::String("gptj".into());
+    let set_arch = |md: &mut Vec<(String, candle_core::quantized::gguf_file::Value)>| {
+        for (k, v) in md.iter_mut() {
+            if k == "general.architecture" {
+                *v = candle_core::quantized::gguf_file::Value::String("gptj".into());
+            }
         }
-    }
-    write(&md, &broken);
+    };
+    rewrite_gguf(&path, &broken, set_arch, |_| true);
     let mut g = GgufFile::open(&broken).unwrap();
     let err = strata::model::LayeredModel::load(&mut g, &stages, 64)
         .err()

@@ -212,6 +212,10 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
         (k("rope.dimension_count"), Value::U32(hd as u32)),
         (k("vocab_size"), Value::U32(n_vocab as u32)),
     ];
+    if spec.architecture.has_qk_norm() {
+        md.push((k("attention.key_length"), Value::U32(hd as u32)));
+        md.push((k("attention.value_length"), Value::U32(hd as u32)));
+    }
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
     match spec.vocab {
         VocabKind::SentencePiece => {

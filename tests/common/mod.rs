@@ -60,3 +60,33 @@ pub fn argmax(v: &[f32]) -> u32 {
         .map(|(i, _)| i as u32)
         .unwrap()
 }
+
+/// Copies the GGUF at `src` to `dst`, letting `edit` change the metadata and
+/// leaving out the tensors `keep` refuses.
+pub fn rewrite_gguf(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    edit: impl FnOnce(&mut Vec<(String, candle_core::quantized::gguf_file::Value)>),
+    keep: impl Fn(&str) -> bool,
+) {
+    use candle_core::quantized::gguf_file;
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut md: Vec<(String, gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    md.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut md);
+    let mut names: Vec<&String> = content.tensor_infos.keys().filter(|n| keep(n)).collect();
+    names.sort();
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = names
+        .into_iter()
+        .map(|n| (n.clone(), content.tensor(&mut file, n, &Device::Cpu).unwrap()))
+        .collect();
+    let mut out = std::fs::File::create(dst).unwrap();
+    let m: Vec<_> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut out, &m, &t).unwrap();
+}
