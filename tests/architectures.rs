@@ -23,7 +23,10 @@ macro_rules! reference {
     ($t:ty) => {
         impl Reference for $t {
             fn step(&mut self, tokens: &[u32], pos: usize) -> Vec<f32> {
-                let x = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+                let x = Tensor::new(tokens, &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
                 let y = self.forward(&x, pos).unwrap();
                 y.flatten_all().unwrap().to_vec1().unwrap()
             }
@@ -59,10 +62,13 @@ fn open(path: &std::path::Path) -> (Content, std::fs::File) {
 #[test]
 fn llama_agrees_with_candle_in_every_weight_type() {
     use GgmlDType::*;
-    for dtype in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K] {
+    for dtype in [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K,
+    ] {
         let (_dir, path) = synth_file(&SynthSpec::tiny(dtype, 5));
         let (ct, mut f) = open(&path);
-        let mut reference = quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+        let mut reference =
+            quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
         assert_agrees(&path, &mut reference, &format!("llama {dtype:?}"));
     }
 }
@@ -101,7 +107,12 @@ fn qwen3_agrees_with_candle() {
     let (dir, path) = synth_file(&spec);
     // candle's qwen3 computes rope in F16 unless the file says F32.
     let f32_path = dir.path().join("qwen3-f32.gguf");
-    rewrite_gguf(&path, &f32_path, |md| md.push(("general.dtype".into(), Value::U32(0))), |_| true);
+    rewrite_gguf(
+        &path,
+        &f32_path,
+        |md| md.push(("general.dtype".into(), Value::U32(0))),
+        |_| true,
+    );
     let (ct, mut f) = open(&f32_path);
     let mut reference = quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
     assert_agrees(&f32_path, &mut reference, "qwen3");

@@ -32,12 +32,29 @@ fn plan_prints_a_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let m = make_model(dir.path(), &["--quant", "q8_0"]);
     let devices = "cpu=6MiB,cpu=4MiB,cpu=64MiB";
-    let (table, _) = ok(&strata(&["plan", "-m", &m, "--devices", devices, "--ctx-size", "64"]));
+    let (table, _) = ok(&strata(&[
+        "plan",
+        "-m",
+        &m,
+        "--devices",
+        devices,
+        "--ctx-size",
+        "64",
+    ]));
     assert!(table.contains("device  layers"), "{table}");
     for label in ["cpu:0", "cpu:1", "cpu:2", "headroom"] {
         assert!(table.contains(label), "{label} missing:\n{table}");
     }
-    let (json, _) = ok(&strata(&["plan", "-m", &m, "--devices", devices, "--ctx-size", "64", "--json"]));
+    let (json, _) = ok(&strata(&[
+        "plan",
+        "-m",
+        &m,
+        "--devices",
+        devices,
+        "--ctx-size",
+        "64",
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let devs = v["devices"].as_array().unwrap();
     assert_eq!(devs.len(), 3);
@@ -66,7 +83,10 @@ fn plan_errors_name_the_device_and_the_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`cpu:9`"));
     let out = strata(&["plan", "-m", &m, "--ctx-size", "100000"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`--ctx-size`") && err.contains("100000"), "{err}");
+    assert!(
+        err.contains("`--ctx-size`") && err.contains("100000"),
+        "{err}"
+    );
     let out = strata(&["plan", "-m", "/nonexistent.gguf"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
 }
@@ -77,8 +97,20 @@ fn generate_streams_reports_and_repeats_with_a_seed() {
     let m = make_model(dir.path(), &["--quant", "q4_k"]);
     let args = |seed: &str| {
         vec![
-            "generate", "-m", &m, "-p", "Once upon a time", "-n", "12", "--devices",
-            "cpu=2MiB,cpu=2MiB,cpu=64MiB", "--ctx-size", "64", "--temperature", "1.0", "--seed",
+            "generate",
+            "-m",
+            &m,
+            "-p",
+            "Once upon a time",
+            "-n",
+            "12",
+            "--devices",
+            "cpu=2MiB,cpu=2MiB,cpu=64MiB",
+            "--ctx-size",
+            "64",
+            "--temperature",
+            "1.0",
+            "--seed",
         ]
         .into_iter()
         .map(String::from)
@@ -94,7 +126,10 @@ fn generate_streams_reports_and_repeats_with_a_seed() {
     assert_eq!(text1, text2, "same seed, same text");
     assert!(report.contains("prompt tokens: "), "{report}");
     assert!(report.contains("generated tokens: 12"), "{report}");
-    assert!(report.contains("decode: ") && report.contains("tok/s"), "{report}");
+    assert!(
+        report.contains("decode: ") && report.contains("tok/s"),
+        "{report}"
+    );
     assert!(report.contains("stages: "), "{report}");
 }
 
@@ -102,7 +137,19 @@ fn generate_streams_reports_and_repeats_with_a_seed() {
 fn generate_cuts_at_a_stop_string() {
     let dir = tempfile::tempdir().unwrap();
     let m = make_model(dir.path(), &["--quant", "q8_0"]);
-    let base = ["generate", "-m", &m, "-p", "The", "-n", "40", "--temperature", "0", "--ctx-size", "64"];
+    let base = [
+        "generate",
+        "-m",
+        &m,
+        "-p",
+        "The",
+        "-n",
+        "40",
+        "--temperature",
+        "0",
+        "--ctx-size",
+        "64",
+    ];
     let (full, _) = ok(&strata(&base));
     let full = full.trim_end_matches('\n');
     // Pick a stop string from the middle of the greedy output.

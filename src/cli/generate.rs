@@ -44,6 +44,10 @@ pub struct GenerateArgs {
     /// Do not add the model's BOS token in front of the prompt.
     #[arg(long)]
     pub no_bos: bool,
+    /// Use only the first N tokens of the prompt (for benchmarks that need
+    /// an exact prompt length).
+    #[arg(long)]
+    pub prompt_tokens: Option<usize>,
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
@@ -53,7 +57,15 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let prompt = loaded.tokenizer.encode(&args.prompt, !args.no_bos, true)?;
+    let mut prompt = loaded.tokenizer.encode(&args.prompt, !args.no_bos, true)?;
+    if let Some(n) = args.prompt_tokens {
+        anyhow::ensure!(
+            n <= prompt.len(),
+            "`--prompt-tokens` is {n}, but the prompt has only {} tokens",
+            prompt.len()
+        );
+        prompt.truncate(n);
+    }
     let req = GenerateRequest {
         prompt,
         max_tokens: args.max_tokens,

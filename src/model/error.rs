@@ -38,6 +38,9 @@ pub enum LoadError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    /// A caller's argument (stages, context size) that cannot work with this model.
+    #[error("{0}")]
+    Invalid(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error(transparent)]

@@ -97,13 +97,10 @@ impl LayeredModel {
         let config = ModelConfig::from_gguf(gguf)?;
         validate_stages(stages, config.n_layer)?;
         if max_positions == 0 || max_positions > config.context_length {
-            return Err(LoadError::InvalidMetadata {
-                key: "ctx_size".into(),
-                reason: format!(
-                    "must be between 1 and the model's context length {}, got {max_positions}",
-                    config.context_length
-                ),
-            });
+            return Err(LoadError::Invalid(format!(
+                "the context size must be between 1 and the model's context length {}, got {max_positions}",
+                config.context_length
+            )));
         }
         let first = &stages[0].device;
         let last = &stages[stages.len() - 1].device;
@@ -298,10 +295,7 @@ fn causal_mask(seq: usize, pos: usize) -> Result<Tensor> {
 }
 
 fn validate_stages(stages: &[StageSpec], n_layer: usize) -> std::result::Result<(), LoadError> {
-    let invalid = |reason: String| LoadError::InvalidMetadata {
-        key: "stages".into(),
-        reason,
-    };
+    let invalid = |reason: String| LoadError::Invalid(format!("invalid stages: {reason}"));
     if stages.is_empty() {
         return Err(invalid("at least one stage is needed".into()));
     }

@@ -83,7 +83,12 @@ pub fn rewrite_gguf(
     names.sort();
     let tensors: Vec<(String, candle_core::quantized::QTensor)> = names
         .into_iter()
-        .map(|n| (n.clone(), content.tensor(&mut file, n, &Device::Cpu).unwrap()))
+        .map(|n| {
+            (
+                n.clone(),
+                content.tensor(&mut file, n, &Device::Cpu).unwrap(),
+            )
+        })
         .collect();
     let mut out = std::fs::File::create(dst).unwrap();
     let m: Vec<_> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
