@@ -37,19 +37,7 @@ fn prompt() -> Vec<u32> {
 }
 
 fn strata_model(path: &PathBuf, counts: &[usize]) -> LayeredModel {
-    let mut start = 0;
-    let stages: Vec<StageSpec> = counts
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            start += n;
-            StageSpec {
-                device: Device::Cpu,
-                label: format!("cpu:{i}"),
-                layers: start - n..start,
-            }
-        })
-        .collect();
+    let stages = StageSpec::virtual_cpus(counts);
     LayeredModel::load(&mut GgufFile::open(path).unwrap(), &stages, DECODE_END + 8).unwrap()
 }
 

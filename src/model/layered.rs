@@ -33,6 +33,26 @@ pub struct StageSpec {
     pub layers: Range<usize>,
 }
 
+impl StageSpec {
+    /// Consecutive stages of `counts` layers each, every one a virtual CPU
+    /// device labelled `cpu:0`, `cpu:1`, ... (tests and benchmarks).
+    pub fn virtual_cpus(counts: &[usize]) -> Vec<StageSpec> {
+        let mut start = 0;
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                start += n;
+                StageSpec {
+                    device: Device::Cpu,
+                    label: format!("cpu:{i}"),
+                    layers: start - n..start,
+                }
+            })
+            .collect()
+    }
+}
+
 struct Stage {
     device: Device,
     label: String,

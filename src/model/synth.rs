@@ -134,33 +134,19 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
         };
     let wt = spec.weight_type;
     matrix(&mut rng, "token_embd.weight".into(), n_vocab, spec.dim, wt)?;
+    let (q_rows, kv_rows) = (spec.n_head * hd, spec.n_kv_head * hd);
     for l in 0..spec.n_layer {
-        let p = |t: &str| format!("blk.{l}.{t}");
-        matrix(&mut rng, p("attn_q.weight"), spec.n_head * hd, spec.dim, wt)?;
-        matrix(
-            &mut rng,
-            p("attn_k.weight"),
-            spec.n_kv_head * hd,
-            spec.dim,
-            wt,
-        )?;
-        matrix(
-            &mut rng,
-            p("attn_v.weight"),
-            spec.n_kv_head * hd,
-            spec.dim,
-            wt,
-        )?;
-        matrix(
-            &mut rng,
-            p("attn_output.weight"),
-            spec.dim,
-            spec.n_head * hd,
-            wt,
-        )?;
-        matrix(&mut rng, p("ffn_gate.weight"), spec.ffn_dim, spec.dim, wt)?;
-        matrix(&mut rng, p("ffn_up.weight"), spec.ffn_dim, spec.dim, wt)?;
-        matrix(&mut rng, p("ffn_down.weight"), spec.dim, spec.ffn_dim, wt)?;
+        for (name, rows, cols) in [
+            ("attn_q", q_rows, spec.dim),
+            ("attn_k", kv_rows, spec.dim),
+            ("attn_v", kv_rows, spec.dim),
+            ("attn_output", spec.dim, q_rows),
+            ("ffn_gate", spec.ffn_dim, spec.dim),
+            ("ffn_up", spec.ffn_dim, spec.dim),
+            ("ffn_down", spec.dim, spec.ffn_dim),
+        ] {
+            matrix(&mut rng, format!("blk.{l}.{name}.weight"), rows, cols, wt)?;
+        }
     }
     if spec.separate_output {
         matrix(&mut rng, "output.weight".into(), n_vocab, spec.dim, wt)?;

@@ -24,21 +24,8 @@ pub fn tiny(dtype: GgmlDType) -> (tempfile::TempDir, PathBuf) {
 /// Loads `path` with its layers split into stages of `counts` layers each,
 /// every stage a virtual CPU device.
 pub fn load_split(path: &PathBuf, counts: &[usize], ctx: usize) -> LayeredModel {
-    let mut start = 0;
-    let stages: Vec<StageSpec> = counts
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            start += n;
-            StageSpec {
-                device: Device::Cpu,
-                label: format!("cpu:{i}"),
-                layers: start - n..start,
-            }
-        })
-        .collect();
     let mut gguf = GgufFile::open(path).expect("open gguf");
-    LayeredModel::load(&mut gguf, &stages, ctx).expect("load model")
+    LayeredModel::load(&mut gguf, &StageSpec::virtual_cpus(counts), ctx).expect("load model")
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
