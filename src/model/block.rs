@@ -7,7 +7,7 @@
 //! against the cache view, so the cache is never copied or repeated.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor, D};
 
 use super::config::ModelConfig;
 use super::error::LoadError;
@@ -15,18 +15,53 @@ use super::gguf::GgufFile;
 use super::kv_cache::LayerKvCache;
 use super::rope::RopeTables;
 
+/// Matrices that read the same input (q/k/v; gate/up). Stacked row-wise
+/// into one matrix when their types and widths agree, so one matmul (one
+/// quantization of the input, one parallel region) computes them all; each
+/// output element is the same dot product either way.
 #[derive(Debug)]
-struct Projection {
-    weight: QMatMul,
-    bias: Option<Tensor>,
+enum SharedInput {
+    Stacked { weight: QMatMul, rows: Vec<usize> },
+    Separate(Vec<QMatMul>),
 }
 
-impl Projection {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+impl SharedInput {
+    fn load(
+        gguf: &mut GgufFile,
+        parts: &[(String, usize, usize)],
+        device: &Device,
+    ) -> std::result::Result<Self, LoadError> {
+        for (name, rows, cols) in parts {
+            check_tensor_shape(name, gguf.tensor_info(name)?.shape.dims(), &[*rows, *cols])?;
+        }
+        let names: Vec<&str> = parts.iter().map(|(n, _, _)| n.as_str()).collect();
+        Ok(match gguf.stacked_rows(&names, device)? {
+            Some(t) => Self::Stacked {
+                weight: QMatMul::from_qtensor(t)?,
+                rows: parts.iter().map(|p| p.1).collect(),
+            },
+            None => Self::Separate(
+                names
+                    .iter()
+                    .map(|n| Ok(QMatMul::from_qtensor(gguf.tensor(n, device)?)?))
+                    .collect::<std::result::Result<_, LoadError>>()?,
+            ),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Stacked { weight, rows } => {
+                let y = weight.forward(x)?;
+                let mut at = 0;
+                rows.iter()
+                    .map(|&r| {
+                        at += r;
+                        y.narrow(D::Minus1, at - r, r)
+                    })
+                    .collect()
+            }
+            Self::Separate(ws) => ws.iter().map(|w| w.forward(x)).collect(),
         }
     }
 }
@@ -34,15 +69,14 @@ impl Projection {
 #[derive(Debug)]
 pub struct Block {
     attn_norm: RmsNorm,
-    q: Projection,
-    k: Projection,
-    v: Projection,
+    qkv: SharedInput,
+    /// q, k, v biases (qwen2).
+    qkv_bias: Option<[Tensor; 3]>,
     o: QMatMul,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
+    gate_up: SharedInput,
     down: QMatMul,
     n_head: usize,
     n_kv_head: usize,
@@ -58,6 +92,25 @@ impl Block {
         device: &Device,
     ) -> std::result::Result<Self, LoadError> {
         let name = |t: &str| format!("blk.{layer}.{t}");
+        let q_rows = cfg.n_head * cfg.head_dim;
+        let kv_rows = cfg.n_kv_head * cfg.head_dim;
+        let qkv = SharedInput::load(
+            gguf,
+            &[
+                (name("attn_q.weight"), q_rows, cfg.dim),
+                (name("attn_k.weight"), kv_rows, cfg.dim),
+                (name("attn_v.weight"), kv_rows, cfg.dim),
+            ],
+            device,
+        )?;
+        let gate_up = SharedInput::load(
+            gguf,
+            &[
+                (name("ffn_gate.weight"), cfg.ffn_dim, cfg.dim),
+                (name("ffn_up.weight"), cfg.ffn_dim, cfg.dim),
+            ],
+            device,
+        )?;
         let mut matmul =
             |t: &str, rows: usize, cols: usize| -> std::result::Result<QMatMul, LoadError> {
                 let n = name(t);
@@ -65,14 +118,7 @@ impl Block {
                 check_tensor_shape(&n, q.shape().dims(), &[rows, cols])?;
                 Ok(QMatMul::from_qtensor(q)?)
             };
-        let q_rows = cfg.n_head * cfg.head_dim;
-        let kv_rows = cfg.n_kv_head * cfg.head_dim;
-        let wq = matmul("attn_q.weight", q_rows, cfg.dim)?;
-        let wk = matmul("attn_k.weight", kv_rows, cfg.dim)?;
-        let wv = matmul("attn_v.weight", kv_rows, cfg.dim)?;
         let o = matmul("attn_output.weight", cfg.dim, q_rows)?;
-        let gate = matmul("ffn_gate.weight", cfg.ffn_dim, cfg.dim)?;
-        let up = matmul("ffn_up.weight", cfg.ffn_dim, cfg.dim)?;
         let down = matmul("ffn_down.weight", cfg.dim, cfg.ffn_dim)?;
 
         let mut vector = |t: &str, len: usize| -> std::result::Result<Tensor, LoadError> {
@@ -81,46 +127,35 @@ impl Block {
             check_tensor_shape(&n, q.shape().dims(), &[len])?;
             Ok(q.dequantize(device)?)
         };
-        let norm = |w: Tensor| -> Result<RmsNorm> { Ok(RmsNorm::new(w, cfg.rms_eps)) };
-        let attn_norm = norm(vector("attn_norm.weight", cfg.dim)?)?;
-        let ffn_norm = norm(vector("ffn_norm.weight", cfg.dim)?)?;
-        let (bq, bk, bv) = if cfg.architecture.has_qkv_bias() {
-            (
-                Some(vector("attn_q.bias", q_rows)?),
-                Some(vector("attn_k.bias", kv_rows)?),
-                Some(vector("attn_v.bias", kv_rows)?),
-            )
+        let norm = |w: Tensor| RmsNorm::new(w, cfg.rms_eps);
+        let attn_norm = norm(vector("attn_norm.weight", cfg.dim)?);
+        let ffn_norm = norm(vector("ffn_norm.weight", cfg.dim)?);
+        let qkv_bias = if cfg.architecture.has_qkv_bias() {
+            Some([
+                vector("attn_q.bias", q_rows)?,
+                vector("attn_k.bias", kv_rows)?,
+                vector("attn_v.bias", kv_rows)?,
+            ])
         } else {
-            (None, None, None)
+            None
         };
         let (q_norm, k_norm) = if cfg.architecture.has_qk_norm() {
             (
-                Some(norm(vector("attn_q_norm.weight", cfg.head_dim)?)?),
-                Some(norm(vector("attn_k_norm.weight", cfg.head_dim)?)?),
+                Some(norm(vector("attn_q_norm.weight", cfg.head_dim)?)),
+                Some(norm(vector("attn_k_norm.weight", cfg.head_dim)?)),
             )
         } else {
             (None, None)
         };
         Ok(Self {
             attn_norm,
-            q: Projection {
-                weight: wq,
-                bias: bq,
-            },
-            k: Projection {
-                weight: wk,
-                bias: bk,
-            },
-            v: Projection {
-                weight: wv,
-                bias: bv,
-            },
+            qkv,
+            qkv_bias,
             o,
             q_norm,
             k_norm,
             ffn_norm,
-            gate,
-            up,
+            gate_up,
             down,
             n_head: cfg.n_head,
             n_kv_head: cfg.n_kv_head,
@@ -143,8 +178,8 @@ impl Block {
         let attn = self.attention(&h, rope, mask, cache, pos)?;
         let x = (x + attn)?;
         let h = self.ffn_norm.forward(&x)?;
-        let gate = candle_nn::ops::silu(&self.gate.forward(&h)?)?;
-        let ffn = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        let [gate, up]: [Tensor; 2] = self.gate_up.forward(&h)?.try_into().expect("gate and up");
+        let ffn = self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
         x + ffn
     }
 
@@ -165,9 +200,16 @@ impl Block {
             };
             t.transpose(1, 2)
         };
-        let q = heads(self.q.forward(x)?, self.n_head, &self.q_norm)?;
-        let k = heads(self.k.forward(x)?, self.n_kv_head, &self.k_norm)?;
-        let v = heads(self.v.forward(x)?, self.n_kv_head, &None)?;
+        let [mut q, mut k, mut v]: [Tensor; 3] =
+            self.qkv.forward(x)?.try_into().expect("q, k and v");
+        if let Some([bq, bk, bv]) = &self.qkv_bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        let q = heads(q, self.n_head, &self.q_norm)?;
+        let k = heads(k, self.n_kv_head, &self.k_norm)?;
+        let v = heads(v, self.n_kv_head, &None)?;
         let q = rope.apply(&q, pos)?;
         let k = rope.apply(&k, pos)?;
         let (k_all, v_all) = cache.append(&k, &v, pos)?;

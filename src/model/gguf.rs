@@ -5,7 +5,7 @@
 //! device that will own it. Every lookup failure names the key or tensor.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
@@ -165,6 +165,57 @@ impl GgufFile {
             .ok_or_else(|| LoadError::MissingTensor(name.to_string()))?;
         let offset = self.content.tensor_data_offset;
         Ok(info.read(&mut self.reader, offset, device)?)
+    }
+}
+
+impl GgufFile {
+    /// Reads the matrices `names` (same type, same column count) as one
+    /// matrix whose rows are theirs stacked in order, so one matmul computes
+    /// all of them. `None` when their types or widths differ.
+    pub fn stacked_rows(
+        &mut self,
+        names: &[&str],
+        device: &Device,
+    ) -> Result<Option<QTensor>, LoadError> {
+        let mut dtype = None;
+        let mut cols = None;
+        let mut rows = 0;
+        for name in names {
+            let info = self.tensor_info(name)?;
+            let &[r, c] = info.shape.dims() else {
+                return Ok(None);
+            };
+            if dtype.is_some_and(|d| d != info.ggml_dtype) || cols.is_some_and(|x| x != c) {
+                return Ok(None);
+            }
+            dtype = Some(info.ggml_dtype);
+            cols = Some(c);
+            rows += r;
+        }
+        let (Some(dtype), Some(cols)) = (dtype, cols) else {
+            return Ok(None);
+        };
+        let mut raw = Vec::new();
+        for name in names {
+            let info = self.tensor_info(name)?;
+            let start = self.content.tensor_data_offset + info.offset;
+            let len = stored_bytes(info) as usize;
+            let at = raw.len();
+            raw.resize(at + len, 0u8);
+            self.reader
+                .seek(SeekFrom::Start(start))
+                .map_err(candle_core::Error::from)?;
+            self.reader
+                .read_exact(&mut raw[at..])
+                .map_err(candle_core::Error::from)?;
+        }
+        let t = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            dtype,
+            &raw,
+            vec![rows, cols],
+            device,
+        )?;
+        Ok(Some(t))
     }
 }
 
