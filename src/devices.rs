@@ -223,11 +223,10 @@ fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDe
     let cuda = device
         .as_cuda_device()
         .map_err(|e| unavailable(e.to_string()))?;
-    cuda.cuda_stream()
+    let (free, total) = cuda
+        .cuda_stream()
         .context()
-        .bind_to_thread()
-        .map_err(|e| unavailable(e.to_string()))?;
-    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+        .mem_get_info()
         .map_err(|e| unavailable(e.to_string()))?;
     Ok(ResolvedDevice {
         label: label.clone(),
