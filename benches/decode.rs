@@ -3,8 +3,9 @@
 //! Strata on three virtual devices, and candle's `quantized_llama`.
 //!
 //! `cargo bench --bench decode`; throughput is reported in tokens/s.
-//! Decode runs from position 64 (after a 64-token prompt) to 192, then the
-//! sequence is re-prefilled outside the timed region.
+//! Prefill is a 64-token prompt. Decode runs 128 steps from position 64
+//! (`decode`) and from position 1024 (`decode_at_1024`, where the cost of
+//! attention over the cache shows), re-prefilling outside the timed region.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,10 +14,11 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata::model::synth::{write_synthetic, SynthSpec};
-use strata::model::{GgufFile, LayeredModel, Sequence, StageSpec};
+use strata::model::{GgufFile, LayeredModel, StageSpec};
 
 const PROMPT_LEN: usize = 64;
-const DECODE_END: usize = 192;
+const LONG_PROMPT_LEN: usize = 1024;
+const DECODE_STEPS: usize = 128;
 
 fn bench_model() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
@@ -30,15 +32,13 @@ fn bench_model() -> PathBuf {
     path
 }
 
-fn prompt() -> Vec<u32> {
-    (0..PROMPT_LEN as u32)
-        .map(|i| 300 + (i * 97) % 700)
-        .collect()
+fn prompt(len: usize) -> Vec<u32> {
+    (0..len as u32).map(|i| 300 + (i * 97) % 700).collect()
 }
 
-fn strata_model(path: &PathBuf, counts: &[usize]) -> LayeredModel {
+fn strata_model(path: &PathBuf, counts: &[usize], ctx: usize) -> LayeredModel {
     let stages = StageSpec::virtual_cpus(counts);
-    LayeredModel::load(&mut GgufFile::open(path).unwrap(), &stages, DECODE_END + 8).unwrap()
+    LayeredModel::load(&mut GgufFile::open(path).unwrap(), &stages, ctx).unwrap()
 }
 
 fn candle_model(path: &PathBuf) -> ModelWeights {
@@ -55,14 +55,9 @@ fn candle_step(m: &mut ModelWeights, tokens: &[u32], pos: usize) {
     m.forward(&x, pos).unwrap();
 }
 
-fn strata_prefilled(model: &LayeredModel, seq: &mut Sequence) {
-    seq.reset();
-    model.forward(seq, &prompt()).unwrap();
-}
-
 fn benches(c: &mut Criterion) {
     let path = bench_model();
-    let prompt = prompt();
+    let prompt = prompt(PROMPT_LEN);
 
     let mut prefill = c.benchmark_group("prefill");
     prefill
@@ -70,8 +65,8 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     prefill.throughput(Throughput::Elements(PROMPT_LEN as u64));
     for (name, counts) in [("strata_1dev", vec![12]), ("strata_3dev", vec![4, 4, 4])] {
-        let model = strata_model(&path, &counts);
-        let mut seq = model.new_sequence(DECODE_END + 8).unwrap();
+        let model = strata_model(&path, &counts, PROMPT_LEN);
+        let mut seq = model.new_sequence(PROMPT_LEN).unwrap();
         prefill.bench_function(name, |b| {
             b.iter(|| {
                 seq.reset();
@@ -88,21 +83,31 @@ fn benches(c: &mut Criterion) {
     });
     prefill.finish();
 
-    let mut decode = c.benchmark_group("decode");
+    decode_group(c, &path, "decode", PROMPT_LEN);
+    decode_group(c, &path, "decode_at_1024", LONG_PROMPT_LEN);
+}
+
+/// Decode from position `start` for `DECODE_STEPS` steps, then re-prefill
+/// outside the timed region.
+fn decode_group(c: &mut Criterion, path: &PathBuf, name: &str, start: usize) {
+    let prompt = prompt(start);
+    let end = start + DECODE_STEPS;
+    let mut decode = c.benchmark_group(name);
     decode
         .sample_size(20)
         .measurement_time(Duration::from_secs(15));
     decode.throughput(Throughput::Elements(1));
     for (name, counts) in [("strata_1dev", vec![12]), ("strata_3dev", vec![4, 4, 4])] {
-        let model = strata_model(&path, &counts);
-        let mut seq = model.new_sequence(DECODE_END + 8).unwrap();
-        strata_prefilled(&model, &mut seq);
+        let model = strata_model(path, &counts, end);
+        let mut seq = model.new_sequence(end).unwrap();
+        model.forward(&mut seq, &prompt).unwrap();
         decode.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
                 for i in 0..iters {
-                    if seq.len() >= DECODE_END {
-                        strata_prefilled(&model, &mut seq);
+                    if seq.len() >= end {
+                        seq.reset();
+                        model.forward(&mut seq, &prompt).unwrap();
                     }
                     let t = Instant::now();
                     model.forward(&mut seq, &[(400 + i % 300) as u32]).unwrap();
@@ -112,17 +117,17 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
-    let mut pos = PROMPT_LEN;
-    reference.clear_kv_cache();
+    let mut reference = candle_model(path);
     candle_step(&mut reference, &prompt, 0);
+    let mut pos = start;
     decode.bench_function("candle_quantized_llama", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
             for i in 0..iters {
-                if pos >= DECODE_END {
+                if pos >= end {
                     reference.clear_kv_cache();
                     candle_step(&mut reference, &prompt, 0);
-                    pos = PROMPT_LEN;
+                    pos = start;
                 }
                 let t = Instant::now();
                 candle_step(&mut reference, &[(400 + i % 300) as u32], pos);
