@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata::model::synth::{write_synthetic, SynthSpec};
+use strata::model::synth::{write_if_missing, SynthSpec, BENCH_MODEL};
 use strata::model::{GgufFile, LayeredModel, StageSpec};
 
 const PROMPT_LEN: usize = 64;
@@ -21,14 +21,8 @@ const LONG_PROMPT_LEN: usize = 1024;
 const DECODE_STEPS: usize = 128;
 
 fn bench_model() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("bench-q4_0-768x12.gguf");
-    if !path.exists() {
-        let tmp = path.with_extension("part");
-        write_synthetic(&SynthSpec::bench(), &tmp).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BENCH_MODEL);
+    write_if_missing(&SynthSpec::bench(), &path).unwrap();
     path
 }
 

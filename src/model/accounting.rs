@@ -35,7 +35,7 @@ pub fn footprint(gguf: &GgufFile, cfg: &ModelConfig, ctx: usize) -> Result<Footp
         .map(|l| {
             cfg.block_tensor_names(l)
                 .iter()
-                .map(|(n, _)| bytes(n))
+                .map(|n| bytes(n))
                 .sum::<Result<u64, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;

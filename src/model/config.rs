@@ -196,9 +196,9 @@ impl ModelConfig {
         2 * (self.n_kv_head * self.head_dim * ctx * std::mem::size_of::<f32>()) as u64
     }
 
-    /// Names of the tensors of block `layer` and whether each is required.
-    pub fn block_tensor_names(&self, layer: usize) -> Vec<(String, bool)> {
-        let mut names: Vec<(String, bool)> = [
+    /// Names of the tensors of block `layer`.
+    pub fn block_tensor_names(&self, layer: usize) -> Vec<String> {
+        let mut names: Vec<String> = [
             "attn_norm",
             "attn_q",
             "attn_k",
@@ -210,16 +210,16 @@ impl ModelConfig {
             "ffn_down",
         ]
         .iter()
-        .map(|t| (format!("blk.{layer}.{t}.weight"), true))
+        .map(|t| format!("blk.{layer}.{t}.weight"))
         .collect();
         if self.architecture.has_qkv_bias() {
             for t in ["attn_q", "attn_k", "attn_v"] {
-                names.push((format!("blk.{layer}.{t}.bias"), true));
+                names.push(format!("blk.{layer}.{t}.bias"));
             }
         }
         if self.architecture.has_qk_norm() {
             for t in ["attn_q_norm", "attn_k_norm"] {
-                names.push((format!("blk.{layer}.{t}.weight"), true));
+                names.push(format!("blk.{layer}.{t}.weight"));
             }
         }
         names

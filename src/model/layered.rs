@@ -294,14 +294,6 @@ impl LayeredModel {
         let x = self.output_norm.forward(&x.i((.., n - 1..n, ..))?)?;
         self.output.forward(&x)?.flatten_all()
     }
-
-    /// Labels of the devices of the first and last stage.
-    pub fn endpoints(&self) -> (&str, &str) {
-        (
-            &self.stages[0].label,
-            &self.stages[self.stages.len() - 1].label,
-        )
-    }
 }
 
 /// Additive causal mask of shape `(seq, pos + seq)`: row `i` (position

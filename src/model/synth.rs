@@ -32,6 +32,10 @@ Numbers like 12, 345 and 2026 appear in text too; so do questions? And answers!"
 /// ChatML, the template SmolLM2 and Qwen models ship.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// Where benchmarks and examples keep the generated benchmark model,
+/// relative to the crate root.
+pub const BENCH_MODEL: &str = "target/bench-models/bench-q4_0-768x12.gguf";
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct SynthSpec {
@@ -240,6 +244,21 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
     let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut file, &md_refs, &t_refs)?;
     std::io::Write::flush(&mut file)?;
+    Ok(())
+}
+
+/// Writes `spec` to `path` unless the file is already there (benchmarks
+/// and examples reuse one generated model). The file appears atomically.
+pub fn write_if_missing(spec: &SynthSpec, path: &Path) -> candle_core::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let part = path.with_extension("part");
+    write_synthetic(spec, &part)?;
+    std::fs::rename(&part, path)?;
     Ok(())
 }
 
