@@ -32,29 +32,13 @@ fn plan_prints_a_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let m = make_model(dir.path(), &["--quant", "q8_0"]);
     let devices = "cpu=6MiB,cpu=4MiB,cpu=64MiB";
-    let (table, _) = ok(&strata(&[
-        "plan",
-        "-m",
-        &m,
-        "--devices",
-        devices,
-        "--ctx-size",
-        "64",
-    ]));
+    let args = ["plan", "-m", &m, "--devices", devices, "--ctx-size", "64"];
+    let (table, _) = ok(&strata(&args));
     assert!(table.contains("device  layers"), "{table}");
     for label in ["cpu:0", "cpu:1", "cpu:2", "headroom"] {
         assert!(table.contains(label), "{label} missing:\n{table}");
     }
-    let (json, _) = ok(&strata(&[
-        "plan",
-        "-m",
-        &m,
-        "--devices",
-        devices,
-        "--ctx-size",
-        "64",
-        "--json",
-    ]));
+    let (json, _) = ok(&strata(&[&args[..], &["--json"]].concat()));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let devs = v["devices"].as_array().unwrap();
     assert_eq!(devs.len(), 3);
