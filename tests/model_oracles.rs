@@ -235,3 +235,30 @@ fn prompts_longer_than_a_chunk_match_candle_in_one_pass() {
     );
     assert_eq!(seq.len(), n);
 }
+
+#[test]
+fn garbage_and_truncated_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.gguf");
+    std::fs::write(&garbage, b"this is not a model").unwrap();
+    let err = GgufFile::open(&garbage).err().unwrap().to_string();
+    assert!(
+        err.contains("garbage.gguf") && err.contains("not a readable GGUF"),
+        "{err}"
+    );
+
+    let (_d, path) = tiny(GgmlDType::Q8_0);
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4096]).unwrap();
+    let mut gguf = GgufFile::open(&cut).unwrap();
+    let stages = strata::model::StageSpec::virtual_cpus(&[4]);
+    let err = strata::model::LayeredModel::load(&mut gguf, &stages, 64)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cannot read tensor `") && err.contains("remaining in file"),
+        "{err}"
+    );
+}

@@ -41,6 +41,11 @@ pub enum LoadError {
     /// A caller's argument (stages, context size) that cannot work with this model.
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot read tensor `{name}`: {source}")]
+    TensorRead {
+        name: String,
+        source: candle_core::Error,
+    },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error(transparent)]

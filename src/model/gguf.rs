@@ -164,7 +164,11 @@ impl GgufFile {
             .get(name)
             .ok_or_else(|| LoadError::MissingTensor(name.to_string()))?;
         let offset = self.content.tensor_data_offset;
-        Ok(info.read(&mut self.reader, offset, device)?)
+        info.read(&mut self.reader, offset, device)
+            .map_err(|source| LoadError::TensorRead {
+                name: name.to_string(),
+                source,
+            })
     }
 }
 
