@@ -147,3 +147,29 @@ fn generate_cuts_at_a_stop_string() {
     assert_eq!(cut.trim_end_matches('\n'), &full[..expected_len]);
     assert!(report.contains("finish: Stop"), "{report}");
 }
+
+#[test]
+fn a_broken_model_gets_one_clear_line_even_with_backtraces_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "q8_0"]);
+    let bytes = std::fs::read(&m).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "generate",
+            "-m",
+            cut.to_str().unwrap(),
+            "-p",
+            "hi",
+            "--ctx-size",
+            "64",
+        ])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: cannot read tensor `"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "no stack dump:\n{err}");
+}

@@ -9,6 +9,7 @@ pub use generate::{generate, FinishReason, GenerateRequest, Generation};
 pub use load::{load, plan_for, LoadOptions, LoadedModel, PlanReport};
 
 use crate::devices::DeviceError;
+use crate::model::error::candle_message;
 use crate::model::LoadError;
 use crate::placement::PlacementError;
 
@@ -21,8 +22,15 @@ pub enum EngineError {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    /// A tensor operation failed (message without candle's backtrace).
+    #[error("{0}")]
+    Candle(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(candle_message(e))
+    }
 }

@@ -8,16 +8,13 @@ use std::path::PathBuf;
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot open model file `{path}`: {source}")]
+    #[error("cannot open model file `{path}`: {reason}")]
     Open {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("`{path}` is not a readable GGUF file: {source}")]
-    NotGguf {
-        path: PathBuf,
-        source: candle_core::Error,
-    },
+    #[error("`{path}` is not a readable GGUF file: {reason}")]
+    NotGguf { path: PathBuf, reason: String },
     #[error("unsupported architecture `{0}` (supported: llama, mistral, qwen2, qwen3)")]
     UnknownArchitecture(String),
     #[error("metadata key `{0}` is missing from the GGUF file")]
@@ -41,13 +38,26 @@ pub enum LoadError {
     /// A caller's argument (stages, context size) that cannot work with this model.
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot read tensor `{name}`: {source}")]
-    TensorRead {
-        name: String,
-        source: candle_core::Error,
-    },
+    #[error("cannot read tensor `{name}`: {reason}")]
+    TensorRead { name: String, reason: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    /// A tensor operation failed (message without candle's backtrace).
+    #[error("{0}")]
+    Candle(String),
+}
+
+impl From<candle_core::Error> for LoadError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(candle_message(e))
+    }
+}
+
+/// The message of a candle error without the backtrace candle attaches when
+/// `RUST_BACKTRACE` is set: users get the cause, not a stack dump.
+pub fn candle_message(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(*inner),
+        e => e.to_string(),
+    }
 }

@@ -12,7 +12,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::QTensor;
 use candle_core::Device;
 
-use super::error::LoadError;
+use super::error::{candle_message, LoadError};
 
 /// An open GGUF file.
 pub struct GgufFile {
@@ -25,14 +25,14 @@ impl GgufFile {
     /// Opens `path` and parses its header; tensor data is not read yet.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| LoadError::Open {
+        let file = File::open(&path).map_err(|reason| LoadError::Open {
             path: path.clone(),
-            source,
+            reason,
         })?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|source| LoadError::NotGguf {
+        let content = Content::read(&mut reader).map_err(|e| LoadError::NotGguf {
             path: path.clone(),
-            source,
+            reason: candle_message(e),
         })?;
         Ok(Self {
             path,
@@ -165,9 +165,9 @@ impl GgufFile {
             .ok_or_else(|| LoadError::MissingTensor(name.to_string()))?;
         let offset = self.content.tensor_data_offset;
         info.read(&mut self.reader, offset, device)
-            .map_err(|source| LoadError::TensorRead {
+            .map_err(|e| LoadError::TensorRead {
                 name: name.to_string(),
-                source,
+                reason: candle_message(e),
             })
     }
 }
@@ -206,12 +206,14 @@ impl GgufFile {
             let len = stored_bytes(info) as usize;
             let at = raw.len();
             raw.resize(at + len, 0u8);
-            self.reader
+            let reader = &mut self.reader;
+            reader
                 .seek(SeekFrom::Start(start))
-                .map_err(candle_core::Error::from)?;
-            self.reader
-                .read_exact(&mut raw[at..])
-                .map_err(candle_core::Error::from)?;
+                .and_then(|_| reader.read_exact(&mut raw[at..]))
+                .map_err(|e| LoadError::TensorRead {
+                    name: name.to_string(),
+                    reason: format!("{e} ({len} bytes at offset {start})"),
+                })?;
         }
         let t = candle_core::quantized::ggml_file::qtensor_from_ggml(
             dtype,
