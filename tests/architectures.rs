@@ -75,15 +75,19 @@ fn llama_agrees_with_candle_in_every_weight_type() {
 
 #[test]
 fn tied_embeddings_agree_with_candle() {
-    let spec = SynthSpec {
-        separate_output: false,
-        ..SynthSpec::tiny(GgmlDType::Q8_0, 6)
-    };
-    let (_dir, path) = synth_file(&spec);
-    let (ct, mut f) = open(&path);
-    assert!(!ct.tensor_infos.contains_key("output.weight"));
-    let mut reference = quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-    assert_agrees(&path, &mut reference, "llama tied");
+    // Quantized (shared QTensor) and F16 (shared dequantized tensor) heads.
+    for dtype in [GgmlDType::Q8_0, GgmlDType::F16] {
+        let spec = SynthSpec {
+            separate_output: false,
+            ..SynthSpec::tiny(dtype, 6)
+        };
+        let (_dir, path) = synth_file(&spec);
+        let (ct, mut f) = open(&path);
+        assert!(!ct.tensor_infos.contains_key("output.weight"));
+        let mut reference =
+            quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+        assert_agrees(&path, &mut reference, &format!("llama tied {dtype:?}"));
+    }
 }
 
 #[test]

@@ -8,7 +8,6 @@
 //! that layer's device), so any number of sequences can exist at once.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
@@ -131,11 +130,11 @@ impl LayeredModel {
             embd.shape().dims(),
             &[config.vocab_size, config.dim],
         )?;
-        let embd = Arc::new(embd);
-        let embedding = QMatMul::from_arc(embd.clone())?;
+        let embedding = QMatMul::from_qtensor(embd)?;
         let output = if config.tied_embeddings {
             if first.same_device(last) {
-                QMatMul::from_arc(embd)?
+                // Shares the storage (quantized or dequantized) with the embedding.
+                embedding.clone()
             } else {
                 QMatMul::from_qtensor(gguf.tensor("token_embd.weight", last)?)?
             }
