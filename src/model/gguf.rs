@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::QTensor;
@@ -16,7 +16,6 @@ use super::error::{candle_message, LoadError};
 
 /// An open GGUF file.
 pub struct GgufFile {
-    path: PathBuf,
     content: Content,
     reader: BufReader<File>,
 }
@@ -31,18 +30,10 @@ impl GgufFile {
         })?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| LoadError::NotGguf {
-            path: path.clone(),
+            path,
             reason: candle_message(e),
         })?;
-        Ok(Self {
-            path,
-            content,
-            reader,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { content, reader })
     }
 
     /// The parsed header, for code (such as candle's reference model) that
@@ -170,9 +161,7 @@ impl GgufFile {
                 reason: candle_message(e),
             })
     }
-}
 
-impl GgufFile {
     /// Reads the matrices `names` (same type, same column count) as one
     /// matrix whose rows are theirs stacked in order, so one matmul computes
     /// all of them. `None` when their types or widths differ.

@@ -273,8 +273,8 @@ impl Tokenizer {
             }
             return out;
         }
+        // `rest` always starts right after the last special token found.
         let mut rest = text;
-        let mut plain_start = 0;
         let mut i = 0;
         while i < rest.len() {
             let hit = self
@@ -283,19 +283,18 @@ impl Tokenizer {
                 .find(|(s, _)| rest[i..].starts_with(s.as_str()));
             match hit {
                 Some((s, id)) => {
-                    if i > plain_start {
-                        out.push(Fragment::Text(&rest[plain_start..i]));
+                    if i > 0 {
+                        out.push(Fragment::Text(&rest[..i]));
                     }
                     out.push(Fragment::Special(*id));
                     rest = &rest[i + s.len()..];
                     i = 0;
-                    plain_start = 0;
                 }
                 None => i += rest[i..].chars().next().map_or(1, char::len_utf8),
             }
         }
-        if plain_start < rest.len() {
-            out.push(Fragment::Text(&rest[plain_start..]));
+        if !rest.is_empty() {
+            out.push(Fragment::Text(rest));
         }
         out
     }

@@ -65,10 +65,6 @@ impl SpmEncoder {
         }
     }
 
-    pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.ids.get(piece).copied()
-    }
-
     /// Encodes `text`, already escaped (spaces as `▁`), onto `out`.
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
         if text.is_empty() {
