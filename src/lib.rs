@@ -9,3 +9,4 @@ pub mod devices;
 pub mod engine;
 pub mod model;
 pub mod placement;
+pub mod resources;
