@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         devices: "cpu=3MiB,cpu=3MiB,cpu=3MiB".parse()?,
         strategy: Strategy::Balance,
         ctx_size: Some(128),
+        budget_policy: Default::default(),
     })?;
     for d in &loaded.plan.devices {
         println!(
@@ -41,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         sampling: SamplingParams::default(),
         stop_ids: vec![],
         stop_strings: vec![],
+        decode_pause: std::time::Duration::ZERO,
     };
     let out = generate(&loaded.model, &loaded.tokenizer, &req, |piece| {
         print!("{piece}");

@@ -6,11 +6,16 @@
 //! percentage of the device's total memory (`60%`). Several `cpu` entries
 //! are virtual devices: they run on the CPU but are planned, placed and
 //! crossed like separate GPUs, so the multi-device path runs everywhere.
+//! An entry without a budget gets the one the resource manager's
+//! [`BudgetPolicy`] allows (the mode's cap and reserve); a budget written
+//! in the entry wins over it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use candle_core::Device;
+
+use crate::resources::{BudgetPolicy, Percent};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
@@ -39,7 +44,7 @@ pub enum DeviceKind {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BudgetSpec {
     Bytes(u64),
-    Percent(f64),
+    Percent(Percent),
 }
 
 /// One entry of `--devices`.
@@ -95,8 +100,8 @@ impl FromStr for DeviceList {
 
 fn parse_budget(s: &str) -> Option<BudgetSpec> {
     if let Some(p) = s.strip_suffix('%') {
-        let p: f64 = p.trim().parse().ok()?;
-        return (p > 0.0 && p <= 100.0).then_some(BudgetSpec::Percent(p));
+        let p: Percent = p.parse().ok()?;
+        return (p > Percent::ZERO).then_some(BudgetSpec::Percent(p));
     }
     parse_bytes(s).map(BudgetSpec::Bytes)
 }
@@ -171,19 +176,24 @@ pub fn system_memory() -> Option<(u64, u64)> {
     Some((field("MemTotal:")?, field("MemAvailable:")?))
 }
 
-/// The budget an entry asks for on a device of `total` bytes, `free` of
-/// which are free now (the default when no budget is given).
-pub fn budget_bytes(spec: Option<BudgetSpec>, total: u64, free: u64) -> u64 {
+/// The budget of an entry on a device of `total` bytes: the entry's own,
+/// else `default` (what the resource manager allows).
+pub fn budget_bytes(spec: Option<BudgetSpec>, total: u64, default: u64) -> u64 {
     match spec {
-        None => free,
+        None => default,
         Some(BudgetSpec::Bytes(b)) => b,
-        Some(BudgetSpec::Percent(p)) => ((total as f64) * p / 100.0).floor() as u64,
+        Some(BudgetSpec::Percent(p)) => p.of(total),
     }
 }
 
-/// Opens every device of `list` and computes its budget. CPU entries are
-/// labelled `cpu` when alone and `cpu:0`, `cpu:1`, ... when several.
-pub fn resolve(list: &DeviceList) -> Result<Vec<ResolvedDevice>, DeviceError> {
+/// Opens every device of `list` and computes its budget under `policy`.
+/// CPU entries are labelled `cpu` when alone and `cpu:0`, `cpu:1`, ...
+/// when several (virtual devices share the machine's memory, so without
+/// their own budgets they split the CPU's between them).
+pub fn resolve(
+    list: &DeviceList,
+    policy: &BudgetPolicy,
+) -> Result<Vec<ResolvedDevice>, DeviceError> {
     let n_cpu = list.0.iter().filter(|d| d.kind == DeviceKind::Cpu).count();
     let mut cpu_index = 0;
     let mut out = Vec::with_capacity(list.0.len());
@@ -196,16 +206,17 @@ pub fn resolve(list: &DeviceList) -> Result<Vec<ResolvedDevice>, DeviceError> {
                     format!("cpu:{cpu_index}")
                 };
                 cpu_index += 1;
-                let (total, free) = system_memory().unwrap_or((u64::MAX, u64::MAX));
+                let (total, available) = system_memory().unwrap_or((u64::MAX, u64::MAX));
+                let share = policy.cpu(total, available) / n_cpu as u64;
                 ResolvedDevice {
                     label,
                     kind: spec.kind,
                     device: Device::Cpu,
-                    budget: budget_bytes(spec.budget, total, free),
+                    budget: budget_bytes(spec.budget, total, share),
                     total,
                 }
             }
-            DeviceKind::Cuda(i) => resolve_cuda(i, spec.budget)?,
+            DeviceKind::Cuda(i) => resolve_cuda(i, spec.budget, policy)?,
         };
         out.push(resolved);
     }
@@ -213,7 +224,11 @@ pub fn resolve(list: &DeviceList) -> Result<Vec<ResolvedDevice>, DeviceError> {
 }
 
 #[cfg(feature = "cuda")]
-fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDevice, DeviceError> {
+fn resolve_cuda(
+    ordinal: usize,
+    budget: Option<BudgetSpec>,
+    policy: &BudgetPolicy,
+) -> Result<ResolvedDevice, DeviceError> {
     let label = format!("cuda:{ordinal}");
     let unavailable = |reason: String| DeviceError::Unavailable {
         device: label.clone(),
@@ -231,7 +246,7 @@ fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDe
     Ok(ResolvedDevice {
         label: label.clone(),
         kind: DeviceKind::Cuda(ordinal),
-        budget: budget_bytes(budget, total as u64, free as u64),
+        budget: budget_bytes(budget, total as u64, policy.gpu(total as u64, free as u64)),
         total: total as u64,
         device,
     })
@@ -241,6 +256,7 @@ fn resolve_cuda(ordinal: usize, budget: Option<BudgetSpec>) -> Result<ResolvedDe
 fn resolve_cuda(
     ordinal: usize,
     _budget: Option<BudgetSpec>,
+    _policy: &BudgetPolicy,
 ) -> Result<ResolvedDevice, DeviceError> {
     Err(DeviceError::NoCuda(format!("cuda:{ordinal}")))
 }
@@ -248,6 +264,26 @@ fn resolve_cuda(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const POLICY: BudgetPolicy = BudgetPolicy {
+        cap: Percent::whole(50),
+        reserve: 0,
+    };
+
+    #[test]
+    fn the_policy_budgets_entries_without_their_own() {
+        let (total, available) = system_memory().unwrap();
+        let r = resolve(&"cpu".parse().unwrap(), &POLICY).unwrap();
+        assert_eq!(r[0].budget, (total / 2).min(available));
+        let r = resolve(&"cpu,cpu".parse().unwrap(), &POLICY).unwrap();
+        assert_eq!(
+            r[0].budget,
+            (total / 2).min(available) / 2,
+            "virtual cpus share"
+        );
+        let r = resolve(&"cpu=10%".parse().unwrap(), &POLICY).unwrap();
+        assert_eq!(r[0].budget, total / 10, "the entry's own budget wins");
+    }
 
     #[test]
     fn parses_the_documented_forms() {
@@ -261,7 +297,7 @@ mod tests {
                 },
                 DeviceSpec {
                     kind: DeviceKind::Cuda(1),
-                    budget: Some(BudgetSpec::Percent(60.0))
+                    budget: Some(BudgetSpec::Percent(Percent::whole(60)))
                 },
                 DeviceSpec {
                     kind: DeviceKind::Cpu,
@@ -306,22 +342,24 @@ mod tests {
 
     #[test]
     fn percent_budgets_do_not_overflow() {
-        assert_eq!(budget_bytes(Some(BudgetSpec::Percent(50.0)), 0, 0), 0);
-        assert_eq!(budget_bytes(Some(BudgetSpec::Percent(50.0)), 3, 3), 1);
-        let big = budget_bytes(Some(BudgetSpec::Percent(100.0)), u64::MAX, 0);
-        assert!(big > u64::MAX / 2);
+        let half = Some(BudgetSpec::Percent(Percent::whole(50)));
+        assert_eq!(budget_bytes(half, 0, 7), 0);
+        assert_eq!(budget_bytes(half, 3, 7), 1);
+        assert_eq!(budget_bytes(None, 3, 7), 7);
+        let all = Some(BudgetSpec::Percent(Percent::FULL));
+        assert_eq!(budget_bytes(all, u64::MAX, 0), u64::MAX);
     }
 
     #[test]
     fn virtual_cpus_get_distinct_labels() {
         let l: DeviceList = "cpu=1GiB,cpu=2GiB".parse().unwrap();
-        let r = resolve(&l).unwrap();
+        let r = resolve(&l, &POLICY).unwrap();
         assert_eq!(r[0].label, "cpu:0");
         assert_eq!(r[1].label, "cpu:1");
         assert_eq!(r[1].budget, 2 << 30);
         #[cfg(not(feature = "cuda"))]
         assert!(matches!(
-            resolve(&"cuda:0".parse().unwrap()),
+            resolve(&"cuda:0".parse().unwrap(), &POLICY),
             Err(DeviceError::NoCuda(_))
         ));
     }

@@ -21,11 +21,18 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Dry run: which layers land on which device, and the bytes on each.
     Plan(cli::plan::PlanArgs),
+    /// The devices found, their memory, and what each mode allows on them.
+    Devices(cli::devices::DevicesArgs),
     /// Write a synthetic GGUF model (random weights, real tokenizer).
     MakeModel(cli::make_model::MakeModelArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    // NVML numbers GPUs by PCI bus; make CUDA's ordinals agree, so that
+    // `cuda:N` in `--devices` and GPU N in `strata devices` are one card.
+    if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {
+        std::env::set_var("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -37,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Command::Generate(a) => cli::generate::run(a),
         Command::Plan(a) => cli::plan::run(a),
+        Command::Devices(a) => cli::devices::run(a),
         Command::MakeModel(a) => cli::make_model::run(a),
     };
     match result {

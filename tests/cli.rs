@@ -173,3 +173,73 @@ fn a_broken_model_gets_one_clear_line_even_with_backtraces_on() {
     assert!(err.starts_with("error: cannot read tensor `"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "no stack dump:\n{err}");
 }
+
+#[test]
+fn devices_shows_the_cpu_and_what_each_mode_allows() {
+    let (table, _) = ok(&strata(&["devices"]));
+    assert!(table.lines().any(|l| l.starts_with("cpu ")), "{table}");
+    for mode in ["conservative", "default", "aggressive", "now (default)"] {
+        assert!(table.contains(mode), "{mode} missing:\n{table}");
+    }
+    let (json, _) = ok(&strata(&["devices", "--json", "--mode", "aggressive"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cpu = &v["cpu"];
+    let total = cpu["reading"]["total"].as_u64().unwrap();
+    assert!(total > 0);
+    let b = &cpu["mode_budgets"];
+    let (c, d, a) = (
+        b["conservative"].as_u64().unwrap(),
+        b["default"].as_u64().unwrap(),
+        b["aggressive"].as_u64().unwrap(),
+    );
+    assert!(c < d && d < a && a <= total, "{b}");
+    assert_eq!(v["settings"]["mode"], "aggressive");
+    #[cfg(not(feature = "cuda"))]
+    assert!(v["gpus"].is_array());
+}
+
+#[test]
+fn resource_settings_layer_and_bad_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(
+        &config,
+        "[resources]\nmode = \"conservative\"\nthrottle = \"10ms\"\n",
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(args).env("RUST_LOG", "strata=warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let json = |out: &Output| -> serde_json::Value { serde_json::from_str(&ok(out).0).unwrap() };
+    let v = json(&run(&["devices", "--json", "--config", &config], &[]));
+    assert_eq!(v["settings"]["mode"], "conservative");
+    assert_eq!(v["settings"]["throttle"], 10);
+    let v = json(&run(
+        &["devices", "--json", "--throttle", "30ms"],
+        &[("STRATA_CONFIG", &config), ("STRATA_THROTTLE", "20ms")],
+    ));
+    assert_eq!(v["settings"]["throttle"], 30, "flag over env over file");
+    assert_eq!(v["sources"]["throttle"], "flag");
+
+    let out = run(&["devices"], &[("STRATA_VRAM_CAP", "120")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "error: `vram_cap` (from environment STRATA_VRAM_CAP) must be a percentage from 0 to 100, got `120`"
+    );
+    let m = make_model(dir.path(), &[]);
+    let out = run(&["plan", "-m", &m, "--nice", "-30"], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`nice` (from flag --nice) must be a whole number from -20 to 19"),
+        "{err}"
+    );
+}

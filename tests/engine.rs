@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use candle_core::quantized::GgmlDType;
 use common::tiny;
 use strata::engine::{generate, load, FinishReason, GenerateRequest, LoadOptions};
@@ -15,6 +17,7 @@ fn options(path: &std::path::Path, devices: &str) -> LoadOptions {
         devices: devices.parse().unwrap(),
         strategy: Strategy::Balance,
         ctx_size: Some(64),
+        budget_policy: Default::default(),
     }
 }
 
@@ -25,6 +28,7 @@ fn request(prompt: Vec<u32>, sampling: SamplingParams) -> GenerateRequest {
         sampling,
         stop_ids: vec![],
         stop_strings: vec![],
+        decode_pause: Duration::ZERO,
     }
 }
 

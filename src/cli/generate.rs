@@ -8,6 +8,7 @@ use clap::Args;
 use super::model_args::ModelArgs;
 use crate::engine::{generate, load, GenerateRequest};
 use crate::model::sampling::SamplingParams;
+use crate::resources::ResourceManager;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -51,7 +52,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
-    let loaded = load(&args.model.load_options())?;
+    let resources = ResourceManager::new(args.model.resources.resolve()?.settings);
+    resources.apply_priority();
+    let settings = resources.settings();
+    let loaded = load(&args.model.load_options(resources.budget_policy()))?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -80,6 +84,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         },
         stop_ids: Vec::new(),
         stop_strings: args.stop.clone(),
+        decode_pause: settings.decode_pause,
     };
     let mut stdout = std::io::stdout().lock();
     let result = generate(&loaded.model, &loaded.tokenizer, &req, |piece| {

@@ -7,6 +7,9 @@ use clap::Args;
 use crate::devices::DeviceList;
 use crate::engine::LoadOptions;
 use crate::placement::Strategy;
+use crate::resources::BudgetPolicy;
+
+use super::resource_args::ResourceArgs;
 
 /// The model the README's commands fetch (scripts/fetch-models).
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -27,6 +30,8 @@ pub struct ModelArgs {
     /// Context length per sequence (default: the model's, at most 4096).
     #[arg(long)]
     pub ctx_size: Option<usize>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
 }
 
 /// `--layers` parsed.
@@ -52,7 +57,8 @@ fn parse_layers(s: &str) -> Result<LayerCounts, String> {
 }
 
 impl ModelArgs {
-    pub fn load_options(&self) -> LoadOptions {
+    /// Load options with `policy` budgeting devices listed without one.
+    pub fn load_options(&self, policy: BudgetPolicy) -> LoadOptions {
         LoadOptions {
             model: self.model.clone(),
             devices: self.devices.clone(),
@@ -61,6 +67,7 @@ impl ModelArgs {
                 None => Strategy::Balance,
             },
             ctx_size: self.ctx_size,
+            budget_policy: policy,
         }
     }
 }

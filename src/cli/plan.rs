@@ -3,6 +3,8 @@
 use clap::Args;
 
 use super::model_args::ModelArgs;
+use super::print_out;
+use super::table::text_table;
 use crate::devices::HumanBytes;
 use crate::engine::{plan_for, PlanReport};
 
@@ -16,11 +18,12 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
-    let report = plan_for(&args.model.load_options())?;
+    let policy = args.model.resources.resolve()?.settings.budget_policy();
+    let report = plan_for(&args.model.load_options(policy))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        print_out(&(serde_json::to_string_pretty(&to_json(&report))? + "\n"))?;
     } else {
-        print!("{}", table(&report));
+        print_out(&table(&report))?;
     }
     Ok(())
 }
@@ -41,7 +44,8 @@ pub fn table(r: &PlanReport) -> String {
     let mut rows = vec![[
         "device", "layers", "weights", "kv cache", "other", "total", "budget", "headroom",
     ]
-    .map(String::from)];
+    .map(String::from)
+    .to_vec()];
     for d in &r.plan.devices {
         let layers = if d.layers.is_empty() {
             "-".to_string()
@@ -58,7 +62,7 @@ pub fn table(r: &PlanReport) -> String {
         } else {
             HumanBytes(d.headroom as u64).to_string()
         };
-        rows.push([
+        rows.push(vec![
             d.label.clone(),
             layers,
             HumanBytes(d.weight_bytes).to_string(),
@@ -69,9 +73,6 @@ pub fn table(r: &PlanReport) -> String {
             headroom,
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
     let mut out = format!(
         "model {} ({}, {} layers), context {}\n",
         r.config.name,
@@ -79,21 +80,6 @@ pub fn table(r: &PlanReport) -> String {
         r.config.n_layer,
         r.ctx_size
     );
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, w))| {
-                if i < 2 {
-                    format!("{cell:<w$}")
-                } else {
-                    format!("{cell:>w$}")
-                }
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    out.push_str(&text_table(&rows, 2));
     out
 }

@@ -19,6 +19,9 @@ pub struct GenerateRequest {
     /// Extra stop token ids besides the model's EOS / end-of-turn.
     pub stop_ids: Vec<u32>,
     pub stop_strings: Vec<String>,
+    /// Sleep this long between two decode steps (the resource manager's
+    /// `decode_pause`, which caps the GPU duty cycle on desktops).
+    pub decode_pause: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,9 @@ pub fn generate(
         }
         if tokens.len() >= req.max_tokens {
             break;
+        }
+        if !req.decode_pause.is_zero() {
+            std::thread::sleep(req.decode_pause);
         }
         logits = model.forward(&mut seq, &[next])?.to_vec1()?;
     }

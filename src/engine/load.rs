@@ -8,6 +8,7 @@ use crate::devices::{resolve, DeviceList, HumanBytes, ResolvedDevice};
 use crate::model::accounting::footprint;
 use crate::model::{GgufFile, LayeredModel, ModelConfig, StageSpec, Tokenizer};
 use crate::placement::{plan, DeviceBudget, Footprint, Plan, Strategy};
+use crate::resources::BudgetPolicy;
 
 use super::EngineError;
 
@@ -21,6 +22,8 @@ pub struct LoadOptions {
     pub strategy: Strategy,
     /// Positions per sequence; defaults to min(model context, 4096).
     pub ctx_size: Option<usize>,
+    /// Budgets for devices listed without one (the resource mode's).
+    pub budget_policy: BudgetPolicy,
 }
 
 /// A model ready to generate.
@@ -62,7 +65,7 @@ fn plan_open(gguf: &GgufFile, opts: &LoadOptions) -> Result<PlanReport, EngineEr
     let config = ModelConfig::from_gguf(gguf)?;
     let ctx_size = ctx_for(opts, &config)?;
     let footprint = footprint(gguf, &config, ctx_size)?;
-    let devices = resolve(&opts.devices)?;
+    let devices = resolve(&opts.devices, &opts.budget_policy)?;
     let budgets: Vec<DeviceBudget> = devices
         .iter()
         .map(|d| DeviceBudget::new(d.label.clone(), d.budget))

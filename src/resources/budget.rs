@@ -83,6 +83,13 @@ pub struct BudgetPolicy {
     pub reserve: u64,
 }
 
+/// The default mode's cap and reserve.
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        crate::resources::Mode::Default.defaults().budget_policy()
+    }
+}
+
 impl BudgetPolicy {
     /// A GPU: total × cap − reserve, and never more than is free now.
     pub fn gpu(&self, total: u64, free: u64) -> u64 {

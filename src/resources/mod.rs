@@ -32,7 +32,7 @@ pub use budget::{budget, BudgetPolicy, Percent};
 pub use priority::{IoPriority, PriorityReport};
 pub use probe::{discover, DeviceProbe, FakeProbe, GpuReading};
 pub use settings::{Mode, ResourceSettings};
-pub use throttle::Throttle;
+pub use throttle::{Grant, Throttle};
 
 /// A request that passed admission: hold `permit` until it is done.
 pub struct Admitted {
@@ -69,10 +69,7 @@ impl ResourceManager {
     }
 
     pub fn budget_policy(&self) -> BudgetPolicy {
-        BudgetPolicy {
-            cap: self.settings.vram_cap,
-            reserve: self.settings.vram_reserve,
-        }
+        self.settings.budget_policy()
     }
 
     /// The gate before the engine: a slot under the concurrency limit (or an
@@ -81,7 +78,7 @@ impl ResourceManager {
     /// stays bounded.
     pub async fn admit(&self) -> Result<Admitted, AdmissionError> {
         let permit = self.admission.try_admit()?;
-        let throttle_wait = self.throttle.acquire().await;
+        let throttle_wait = self.throttle.acquire().await.waited;
         Ok(Admitted {
             permit,
             throttle_wait,

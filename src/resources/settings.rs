@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::budget::Percent;
+use super::budget::{BudgetPolicy, Percent};
 use super::priority::IoPriority;
 use crate::devices::parse_bytes;
 
@@ -128,6 +128,42 @@ pub struct ResourceSettings {
     pub sample_interval: Duration,
 }
 
+impl ResourceSettings {
+    /// A setting's value as a person would write it (`70%`, `50ms`, `keep`).
+    pub fn value_text(&self, key: &str) -> String {
+        let duration = |d: Duration| {
+            if d.is_zero() {
+                "0".to_string()
+            } else {
+                humantime::format_duration(d).to_string()
+            }
+        };
+        let keep = |v: Option<String>| v.unwrap_or_else(|| "keep".into());
+        match key {
+            "mode" => self.mode.to_string(),
+            "vram_cap" => self.vram_cap.to_string(),
+            "vram_reserve" => crate::devices::HumanBytes(self.vram_reserve).to_string(),
+            "throttle" => duration(self.throttle),
+            "decode_pause" => duration(self.decode_pause),
+            "max_in_flight" => self.max_in_flight.to_string(),
+            "nice" => keep(self.nice.map(|n| n.to_string())),
+            "io_priority" => keep(self.io_priority.map(|p| p.to_string())),
+            "desktop_yield" => if self.desktop_yield { "on" } else { "off" }.into(),
+            "yield_hysteresis" => self.yield_hysteresis.to_string(),
+            "sample_interval" => duration(self.sample_interval),
+            other => format!("(unknown setting `{other}`)"),
+        }
+    }
+
+    /// The budgets these settings give devices listed without one.
+    pub fn budget_policy(&self) -> BudgetPolicy {
+        BudgetPolicy {
+            cap: self.vram_cap,
+            reserve: self.vram_reserve,
+        }
+    }
+}
+
 mod millis {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
@@ -212,7 +248,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn describe(&self, key: &str) -> String {
+    /// Where the value of `key` came from, for messages and listings.
+    pub fn describe(&self, key: &str) -> String {
         match self {
             Source::Flag => format!("flag {}", flag_name(key)),
             Source::Env => format!("environment {}", env_name(key)),

@@ -1,30 +1,48 @@
 //! The request throttle: a minimum interval between the starts of two
 //! requests.
 //!
-//! The next free start time is reserved under a lock held only for the
-//! arithmetic; the sleep happens outside it. So two starts are never closer
-//! than the interval, and each caller waits exactly until its slot. A
-//! caller that gives up while waiting (its future is dropped) hands its
-//! slot back if nobody reserved after it, so the next caller does not wait
-//! for a start that never happens. Time is tokio's, so tests run under a
-//! paused clock.
+//! A caller reserves the next free start slot under a lock held only for
+//! the arithmetic, and sleeps outside it. Waking up is not exact (a task
+//! may be scheduled late), so the start is granted under the lock again,
+//! against the previous grant: if that one came late, the caller sleeps the
+//! remainder and tries again. Grants are therefore never closer than the
+//! interval, and each caller waits only as long as its slot and the
+//! previous grant require. A caller that gives up while waiting (its
+//! future is dropped) hands its slot back if nobody reserved after it.
+//! Time is tokio's, so tests run under a paused clock.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub struct Throttle {
     interval: Duration,
-    /// The earliest start of the next request; `None` before the first.
-    next_start: Mutex<Option<Instant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The earliest slot for the next reservation.
+    next_slot: Option<Instant>,
+    /// When the last start was granted.
+    last_grant: Option<Instant>,
+}
+
+/// A granted start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The instant the start was granted (what the interval is kept between).
+    pub start: Instant,
+    /// How long the caller waited for it.
+    pub waited: Duration,
 }
 
 impl Throttle {
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
-            next_start: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -32,24 +50,50 @@ impl Throttle {
         self.interval
     }
 
-    /// Waits for this caller's start slot; returns how long it waited.
-    pub async fn acquire(&self) -> Duration {
-        if self.interval.is_zero() {
-            return Duration::ZERO;
-        }
-        let slot = self.reserve();
-        let waited = slot.start.saturating_duration_since(Instant::now());
-        tokio::time::sleep_until(slot.start).await;
-        slot.commit();
-        waited
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reserve(&self) -> Slot<'_> {
-        let now = Instant::now();
-        let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = *next;
-        let start = previous.map_or(now, |n| n.max(now));
-        *next = Some(start + self.interval);
+    /// Waits for this caller's start.
+    pub async fn acquire(&self) -> Grant {
+        let asked = Instant::now();
+        if self.interval.is_zero() {
+            return Grant {
+                start: asked,
+                waited: Duration::ZERO,
+            };
+        }
+        let slot = self.reserve(asked);
+        let mut wake = slot.start;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            let mut state = self.lock();
+            let now = Instant::now();
+            match state.last_grant.map(|g| g + self.interval) {
+                Some(earliest) if now < earliest => wake = earliest,
+                _ => {
+                    state.last_grant = Some(now);
+                    drop(state);
+                    slot.commit();
+                    return Grant {
+                        start: now,
+                        waited: now - asked,
+                    };
+                }
+            }
+        }
+    }
+
+    fn reserve(&self, now: Instant) -> Slot<'_> {
+        let mut state = self.lock();
+        let previous = state.next_slot;
+        let after_grant = state.last_grant.map(|g| g + self.interval);
+        let start = [Some(now), previous, after_grant]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(now);
+        state.next_slot = Some(start + self.interval);
         Slot {
             throttle: self,
             start,
@@ -59,7 +103,7 @@ impl Throttle {
     }
 }
 
-/// A reserved start time; dropped uncommitted, it is handed back.
+/// A reserved start slot; dropped uncommitted, it is handed back.
 struct Slot<'a> {
     throttle: &'a Throttle,
     start: Instant,
@@ -78,14 +122,10 @@ impl Drop for Slot<'_> {
         if self.committed {
             return;
         }
-        let mut next = self
-            .throttle
-            .next_start
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut state = self.throttle.lock();
         // Only the latest reservation can be undone without moving others.
-        if *next == Some(self.start + self.throttle.interval) {
-            *next = self.previous;
+        if state.next_slot == Some(self.start + self.throttle.interval) {
+            state.next_slot = self.previous;
         }
     }
 }
@@ -102,10 +142,7 @@ mod tests {
         let tasks: Vec<_> = (0..100)
             .map(|_| {
                 let t = throttle.clone();
-                tokio::spawn(async move {
-                    t.acquire().await;
-                    Instant::now()
-                })
+                tokio::spawn(async move { t.acquire().await.start })
             })
             .collect();
         let mut starts = Vec::new();
@@ -132,7 +169,7 @@ mod tests {
         let gave_up = tokio::time::timeout(Duration::from_millis(10), t.acquire()).await;
         assert!(gave_up.is_err());
         let before = Instant::now();
-        let waited = t.acquire().await;
+        let waited = t.acquire().await.waited;
         // Without the hand-back it would wait for +200ms.
         assert_eq!(waited, Duration::from_millis(90));
         assert_eq!(Instant::now() - before, Duration::from_millis(90));
@@ -143,10 +180,24 @@ mod tests {
         let t = Throttle::new(Duration::from_millis(50));
         t.acquire().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(t.acquire().await, Duration::ZERO);
-        assert_eq!(
-            Throttle::new(Duration::ZERO).acquire().await,
-            Duration::ZERO
-        );
+        assert_eq!(t.acquire().await.waited, Duration::ZERO);
+        let free = Throttle::new(Duration::ZERO);
+        assert_eq!(free.acquire().await.waited, Duration::ZERO);
+    }
+
+    /// A start granted late (its task woke late) pushes the next one back.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_grant_pushes_the_next_start() {
+        let t = Throttle::new(Duration::from_millis(50));
+        let first = t.reserve(Instant::now()); // slot at 0
+        let second = t.reserve(Instant::now()); // slot at 50ms
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The first caller only now gets its grant, 30 ms late ...
+        t.lock().last_grant = Some(Instant::now());
+        first.commit();
+        drop(second);
+        // ... so a start at the 50 ms slot would be 20 ms too close.
+        let g = t.acquire().await;
+        assert_eq!(g.waited, Duration::from_millis(50));
     }
 }
