@@ -96,7 +96,7 @@ async fn desktop_yield_follows_other_processes_within_one_sample() {
         "{refused}"
     );
     assert!(refused.to_string().contains("gpu 0"), "{refused}");
-    let held = rm.admission().yielding().unwrap();
+    let held = rm.status().yielding.expect("status says it yields");
     assert_eq!((held.others, held.allowance), (5 * GIB, 4 * GIB));
 
     // Just under the line is not enough (hysteresis 5 % = 0.4 GiB) ...

@@ -106,36 +106,26 @@ impl DevicesReport {
         header.extend(Mode::ALL.iter().map(|m| m.name().to_string()));
         header.push(format!("now ({})", s.mode));
         let mut rows = vec![header];
+        // device, name, then bytes: total, in use, free, each mode, now.
+        let row = |device: String, name: String, bytes: Vec<u64>| -> Vec<String> {
+            let mut r = vec![device, name];
+            r.extend(bytes.into_iter().map(|b| HumanBytes(b).to_string()));
+            r
+        };
         let c = &self.cpu;
-        let mut cpu_row = vec![
-            "cpu".to_string(),
+        let mut bytes = vec![c.total, c.total - c.available.min(c.total), c.available];
+        bytes.extend(Mode::ALL.map(|m| Self::cpu_mode_budget(m, c.total)));
+        bytes.push(policy.cpu(c.total, c.available));
+        rows.push(row(
+            "cpu".into(),
             format!("{} ({} cores)", c.name, c.cores),
-            HumanBytes(c.total).to_string(),
-            HumanBytes(c.total - c.available.min(c.total)).to_string(),
-            HumanBytes(c.available).to_string(),
-        ];
-        cpu_row.extend(
-            Mode::ALL
-                .iter()
-                .map(|&m| HumanBytes(Self::cpu_mode_budget(m, c.total)).to_string()),
-        );
-        cpu_row.push(HumanBytes(policy.cpu(c.total, c.available)).to_string());
-        rows.push(cpu_row);
+            bytes,
+        ));
         for g in &self.gpus {
-            let mut row = vec![
-                format!("cuda:{}", g.index),
-                g.name.clone(),
-                HumanBytes(g.total).to_string(),
-                HumanBytes(g.used).to_string(),
-                HumanBytes(g.free).to_string(),
-            ];
-            row.extend(
-                Mode::ALL
-                    .iter()
-                    .map(|&m| HumanBytes(Self::gpu_mode_budget(m, g.total)).to_string()),
-            );
-            row.push(HumanBytes(policy.gpu(g.total, g.free)).to_string());
-            rows.push(row);
+            let mut bytes = vec![g.total, g.used, g.free];
+            bytes.extend(Mode::ALL.map(|m| Self::gpu_mode_budget(m, g.total)));
+            bytes.push(policy.gpu(g.total, g.free));
+            rows.push(row(format!("cuda:{}", g.index), g.name.clone(), bytes));
         }
         let mut out = format!("{}\n", self.probe);
         out.push_str(&text_table(&rows, 2));

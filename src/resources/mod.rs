@@ -41,6 +41,16 @@ pub struct Admitted {
     pub throttle_wait: Duration,
 }
 
+/// What a worker reports about its resources (status, health, heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceStatus {
+    pub mode: Mode,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    /// Why the worker is yielding to its desktop, if it is.
+    pub yielding: Option<YieldReason>,
+}
+
 /// The resource manager of one worker.
 pub struct ResourceManager {
     settings: ResourceSettings,
@@ -70,6 +80,15 @@ impl ResourceManager {
 
     pub fn budget_policy(&self) -> BudgetPolicy {
         self.settings.budget_policy()
+    }
+
+    pub fn status(&self) -> ResourceStatus {
+        ResourceStatus {
+            mode: self.settings.mode,
+            in_flight: self.admission.in_flight(),
+            max_in_flight: self.admission.limit(),
+            yielding: self.admission.yielding(),
+        }
     }
 
     /// The gate before the engine: a slot under the concurrency limit (or an
