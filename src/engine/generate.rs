@@ -2,6 +2,7 @@
 //! streaming text as it completes and stopping on a stop token, a stop
 //! string or the token limit. Timings are measured here for reports.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::model::sampling::{Sampler, SamplingParams};
@@ -30,6 +31,29 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context filled up.
     Length,
+    /// The caller stopped it (a client went away).
+    Cancelled,
+}
+
+impl FinishReason {
+    /// The OpenAI name (`stop`, `length`); a cancelled generation has no
+    /// client left to tell, and reports `stop`.
+    pub fn openai_name(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::Cancelled => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// One step of a generation, as the caller of [`generate_steps`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// Text that became final with this step (often empty mid-character or
+    /// while a stop string might be forming).
+    pub text: &'a str,
+    /// The token this step produced; `None` for the final flush.
+    pub token: Option<u32>,
 }
 
 /// What a generation produced, with its timings.
@@ -63,6 +87,24 @@ pub fn generate(
     req: &GenerateRequest,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, EngineError> {
+    generate_steps(model, tokenizer, req, |step| {
+        if !step.text.is_empty() {
+            on_text(step.text);
+        }
+        ControlFlow::Continue(())
+    })
+}
+
+/// Runs `req` on `model`, calling `on_step` after every decode step (and
+/// once more for text held back at the end). `on_step` returning `Break`
+/// stops the generation before the next decode step, with
+/// [`FinishReason::Cancelled`].
+pub fn generate_steps(
+    model: &LayeredModel,
+    tokenizer: &Tokenizer,
+    req: &GenerateRequest,
+    mut on_step: impl FnMut(Step<'_>) -> ControlFlow<()>,
+) -> Result<Generation, EngineError> {
     req.sampling.validate().map_err(EngineError::Invalid)?;
     if req.prompt.is_empty() {
         return Err(EngineError::Invalid(
@@ -93,11 +135,9 @@ pub fn generate(
     let mut history = req.prompt.clone();
     let mut tokens = Vec::new();
     let mut text = String::new();
-    let mut emit = |piece: &str, text: &mut String| {
-        if !piece.is_empty() {
-            text.push_str(piece);
-            on_text(piece);
-        }
+    let mut emit = |piece: &str, token: Option<u32>, text: &mut String| {
+        text.push_str(piece);
+        on_step(Step { text: piece, token })
     };
 
     let started = Instant::now();
@@ -114,9 +154,15 @@ pub fn generate(
         tokens.push(next);
         history.push(next);
         match stops.push(&stream.push(next)) {
-            StopOutcome::Continue(piece) => emit(&piece, &mut text),
+            StopOutcome::Continue(piece) => {
+                if emit(&piece, Some(next), &mut text).is_break() {
+                    finish = FinishReason::Cancelled;
+                    break;
+                }
+            }
             StopOutcome::Stopped(piece) => {
-                emit(&piece, &mut text);
+                // Stopping anyway: a cancel here changes nothing.
+                let _ = emit(&piece, Some(next), &mut text);
                 finish = FinishReason::Stop;
                 break;
             }
@@ -135,7 +181,9 @@ pub fn generate(
             StopOutcome::Continue(p) => p + &stops.finish(),
             StopOutcome::Stopped(p) => p,
         };
-        emit(&rest, &mut text);
+        if !rest.is_empty() {
+            let _ = emit(&rest, None, &mut text);
+        }
     }
     Ok(Generation {
         tokens,

@@ -5,7 +5,7 @@ pub mod generate;
 pub mod load;
 pub mod stop;
 
-pub use generate::{generate, FinishReason, GenerateRequest, Generation};
+pub use generate::{generate, generate_steps, FinishReason, GenerateRequest, Generation, Step};
 pub use load::{load, plan_for, LoadOptions, LoadedModel, PlanReport};
 
 use crate::devices::DeviceError;

@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod block;
+pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod gguf;

@@ -1,7 +1,8 @@
 //! Choosing the next token from logits.
 //!
 //! Order of operations (llama.cpp's default chain): repetition penalty,
-//! then greedy if the temperature is 0, else temperature, top-k, top-p,
+//! frequency and presence penalties (OpenAI's: minus `frequency × count`
+//! and `presence` for each token seen in the penalty window), then greedy if the temperature is 0, else temperature, top-k, top-p,
 //! min-p and a draw from a seeded generator, so the same seed repeats the
 //! same tokens.
 
@@ -21,6 +22,10 @@ pub struct SamplingParams {
     /// 1 means none; applied to the last `repeat_last_n` tokens.
     pub repeat_penalty: f32,
     pub repeat_last_n: usize,
+    /// 0 means none; -2 to 2, over the last `repeat_last_n` tokens.
+    pub frequency_penalty: f32,
+    /// 0 means none; -2 to 2, over the last `repeat_last_n` tokens.
+    pub presence_penalty: f32,
     pub seed: u64,
 }
 
@@ -33,6 +38,8 @@ impl Default for SamplingParams {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 0,
         }
     }
@@ -61,6 +68,14 @@ impl SamplingParams {
                 "`repeat_penalty` must be a positive number, got {}",
                 self.repeat_penalty
             ));
+        }
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(format!("`{name}` must be between -2 and 2, got {v}"));
+            }
         }
         Ok(())
     }
@@ -94,6 +109,18 @@ impl Sampler {
                     } else {
                         *l * p.repeat_penalty
                     };
+                }
+            }
+        }
+        if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            let start = history.len().saturating_sub(p.repeat_last_n);
+            let mut counts = std::collections::HashMap::<u32, f32>::new();
+            for &t in &history[start..] {
+                *counts.entry(t).or_default() += 1.0;
+            }
+            for (t, n) in counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= n * p.frequency_penalty + p.presence_penalty;
                 }
             }
         }
@@ -221,6 +248,38 @@ mod tests {
         });
         assert_eq!(s.sample(&l, &[]), 0);
         assert_eq!(s.sample(&l, &[0]), 1);
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_count_occurrences() {
+        let l = vec![2.0, 1.0, 0.0];
+        let freq = |f: f32, history: &[u32]| {
+            Sampler::new(SamplingParams {
+                frequency_penalty: f,
+                ..Default::default()
+            })
+            .sample(&l, history)
+        };
+        assert_eq!(freq(0.6, &[0]), 0, "2.0 - 0.6 still leads");
+        assert_eq!(freq(0.6, &[0, 0]), 1, "2.0 - 1.2 falls behind 1.0");
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 1.5,
+            ..Default::default()
+        });
+        assert_eq!(
+            s.sample(&l, &[0, 0, 0]),
+            1,
+            "once seen, -1.5 whatever the count"
+        );
+        assert_eq!(freq(-2.0, &[2]), 2, "negative values encourage");
+        let bad = SamplingParams {
+            presence_penalty: 2.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "`presence_penalty` must be between -2 and 2, got 2.5"
+        );
     }
 
     #[test]

@@ -195,6 +195,23 @@ impl Tokenizer {
         ids
     }
 
+    /// The id of a control or user-defined token by its text (`<|im_end|>`).
+    pub fn special_id(&self, text: &str) -> Option<u32> {
+        self.specials
+            .iter()
+            .find(|(t, _)| t == text)
+            .map(|&(_, id)| id)
+    }
+
+    /// Text of the BOS / EOS tokens, for chat templates.
+    pub fn bos_text(&self) -> &str {
+        self.bos.and_then(|id| self.token_text(id)).unwrap_or("")
+    }
+
+    pub fn eos_text(&self) -> &str {
+        self.eos.and_then(|id| self.token_text(id)).unwrap_or("")
+    }
+
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
