@@ -4,6 +4,7 @@
 //! tokenizer (`model`), the placement planner (`placement`), device specs
 //! (`devices`) and generation (`generate`).
 
+pub mod api;
 pub mod cli;
 pub mod devices;
 pub mod engine;

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI API on a model split over the local devices.
+    Serve(cli::serve::ServeArgs),
     /// One-shot generation from the command line.
     Generate(cli::generate::GenerateArgs),
     /// Dry run: which layers land on which device, and the bytes on each.
@@ -33,15 +35,21 @@ fn main() -> std::process::ExitCode {
     if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {
         std::env::set_var("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     }
+    let cli = Cli::parse();
+    // A server logs what it does; one-shot commands only what goes wrong.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "strata=info",
+        _ => "strata=warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "strata=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Plan(a) => cli::plan::run(a),
         Command::Devices(a) => cli::devices::run(a),

@@ -7,6 +7,7 @@ pub mod make_model;
 pub mod model_args;
 pub mod plan;
 pub mod resource_args;
+pub mod serve;
 pub mod table;
 
 /// Writes a command's output to stdout; a reader that went away (a pipe

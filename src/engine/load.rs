@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::devices::{resolve, DeviceList, HumanBytes, ResolvedDevice};
 use crate::model::accounting::footprint;
+use crate::model::chat_template::ChatTemplate;
 use crate::model::{GgufFile, LayeredModel, ModelConfig, StageSpec, Tokenizer};
 use crate::placement::{plan, DeviceBudget, Footprint, Plan, Strategy};
 use crate::resources::BudgetPolicy;
@@ -30,6 +31,8 @@ pub struct LoadOptions {
 pub struct LoadedModel {
     pub model: LayeredModel,
     pub tokenizer: Tokenizer,
+    /// The chat template (the file's, or a fallback).
+    pub template: ChatTemplate,
     pub plan: Plan,
     pub devices: Vec<ResolvedDevice>,
     pub ctx_size: usize,
@@ -97,6 +100,7 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel, EngineError> {
         .collect();
     let model = LayeredModel::load(&mut gguf, &stages, report.ctx_size)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let template = ChatTemplate::from_gguf(&gguf, &tokenizer);
     for d in report.plan.devices.iter().filter(|d| !d.layers.is_empty()) {
         tracing::info!(
             device = %d.label,
@@ -114,6 +118,7 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel, EngineError> {
     Ok(LoadedModel {
         model,
         tokenizer,
+        template,
         plan: report.plan,
         devices: report.devices,
         ctx_size: report.ctx_size,

@@ -1,10 +1,12 @@
 //! The engine: a model loaded onto its planned devices with its tokenizer,
 //! and the generation loop that runs requests through it.
 
+pub mod actor;
 pub mod generate;
 pub mod load;
 pub mod stop;
 
+pub use actor::{EngineEvent, EngineHandle, EngineStopped, Summary};
 pub use generate::{generate, generate_steps, FinishReason, GenerateRequest, Generation, Step};
 pub use load::{load, plan_for, LoadOptions, LoadedModel, PlanReport};
 

@@ -82,3 +82,32 @@ pub fn rewrite_gguf(
     let t: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut out, &m, &t).unwrap();
 }
+
+/// A served tiny model (byte-level BPE vocabulary with a ChatML template)
+/// with `settings` and `config`; context 128.
+pub fn api_state(
+    settings: strata::resources::ResourceSettings,
+    config: strata::api::ApiConfig,
+) -> (tempfile::TempDir, strata::api::AppState) {
+    let mut spec = SynthSpec::tiny(GgmlDType::Q8_0, 7);
+    spec.vocab = strata::model::tokenizer::VocabKind::BytePairGpt2;
+    let (dir, path) = synth_file(&spec);
+    let loaded = strata::engine::load(&strata::engine::LoadOptions {
+        model: path,
+        devices: "cpu".parse().unwrap(),
+        strategy: strata::placement::Strategy::Balance,
+        ctx_size: Some(128),
+        budget_policy: Default::default(),
+    })
+    .expect("load the tiny model");
+    let resources = strata::resources::ResourceManager::new(settings);
+    let state = strata::api::AppState::new(loaded, "tiny".into(), resources, config);
+    (dir, state)
+}
+
+/// Settings without throttle or pauses, with `max_in_flight` slots.
+pub fn fast_settings(max_in_flight: usize) -> strata::resources::ResourceSettings {
+    let mut s = strata::resources::Mode::Aggressive.defaults();
+    s.max_in_flight = max_in_flight;
+    s
+}

@@ -1,0 +1,224 @@
+//! The worker's OpenAI-compatible HTTP API (axum).
+//!
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (JSON or
+//! SSE with `stream: true`), `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health` (200 only while the engine answers), `GET /metrics`
+//! (Prometheus text). A request goes: auth → JSON extraction
+//! ([`extract`]) → validation into a `ValidRequest` ([`validate`]) →
+//! admission by the resource manager (429 with `Retry-After` at once when
+//! full) → the engine actor → [`respond`]. Every error leaves through
+//! [`ApiError`] in the OpenAI shape. [`app`] builds the router from an
+//! [`AppState`], so tests can call it without a socket.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod respond;
+pub mod types;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::engine::{EngineHandle, LoadedModel};
+use crate::resources::ResourceManager;
+use extract::OpenAiJson;
+use metrics::Metrics;
+use respond::ResponseMeta;
+use types::{ChatRequest, CompletionRequest, ModelCard, ModelList};
+use validate::{validate_chat, validate_completion, ValidRequest};
+
+/// Default most bytes of a request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2_000_000;
+/// An engine busy without progress for this long is reported unhealthy.
+pub const ENGINE_STALL: Duration = Duration::from_secs(60);
+
+/// Settings of the HTTP face.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `None`: no auth.
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The model this worker serves.
+pub struct ServedModel {
+    /// The name clients pass as `model`.
+    pub id: String,
+    pub created: u64,
+    pub loaded: Arc<LoadedModel>,
+    /// The resource manager's pause between decode steps.
+    pub decode_pause: Duration,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub model: Arc<ServedModel>,
+    pub engine: EngineHandle,
+    pub resources: Arc<ResourceManager>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    /// Starts the engine over `loaded` and readies the metrics.
+    pub fn new(
+        loaded: LoadedModel,
+        id: String,
+        resources: Arc<ResourceManager>,
+        config: ApiConfig,
+    ) -> Self {
+        let loaded = Arc::new(loaded);
+        let metrics = Arc::new(Metrics::new());
+        for d in &loaded.plan.devices {
+            metrics.set_device(&d.label, d.budget, d.total_bytes);
+        }
+        Self {
+            model: Arc::new(ServedModel {
+                id,
+                created: respond::unix_now(),
+                decode_pause: resources.settings().decode_pause,
+                loaded: loaded.clone(),
+            }),
+            engine: EngineHandle::spawn(loaded),
+            resources,
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The router. `/health` is open; everything else needs the API key when
+/// one is set.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+async fn chat(
+    State(s): State<AppState>,
+    OpenAiJson(req): OpenAiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let valid = validate_chat(req, &s.model)?;
+    serve(s, valid, arrived).await
+}
+
+async fn completions(
+    State(s): State<AppState>,
+    OpenAiJson(req): OpenAiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let valid = validate_completion(req, &s.model)?;
+    serve(s, valid, arrived).await
+}
+
+/// Admission, then the engine, then the response.
+async fn serve(s: AppState, valid: ValidRequest, arrived: Instant) -> Result<Response, ApiError> {
+    let admitted = s.resources.admit().await?;
+    s.metrics
+        .throttle_wait
+        .observe(admitted.throttle_wait.as_secs_f64());
+    let events = s
+        .engine
+        .submit(valid.generate)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let meta = ResponseMeta::new(valid.endpoint, &s.model.id, valid.include_usage, arrived);
+    if valid.stream {
+        Ok(respond::stream(meta, events, admitted.permit, s.metrics.clone()).into_response())
+    } else {
+        respond::collect(meta, events, admitted.permit, s.metrics.clone()).await
+    }
+}
+
+fn card(m: &ServedModel) -> ModelCard {
+    ModelCard {
+        id: m.id.clone(),
+        object: "model",
+        created: m.created,
+        owned_by: "strata",
+    }
+}
+
+async fn models(State(s): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![card(&s.model)],
+    })
+}
+
+async fn model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    if id == s.model.id {
+        Ok(Json(card(&s.model)))
+    } else {
+        Err(ApiError::model_not_found(&id, &s.model.id))
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let healthy = s.engine.is_healthy(ENGINE_STALL);
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "model": s.model.id,
+        "engine": {"busy": s.engine.is_busy(), "queue_depth": s.engine.queue_depth()},
+        "resources": s.resources.status(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(&s),
+    )
+}
