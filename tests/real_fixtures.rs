@@ -148,3 +148,52 @@ fn smollm2_agrees_with_candle_quantized_llama() {
         input = vec![argmax(&theirs)];
     }
 }
+
+/// The whole chat path on the default model: the GGUF's own template
+/// (with its default system prompt), tokenization, greedy decoding and the
+/// OpenAI response. Golden values from llama-cpp-python 0.3.36,
+/// `Llama(...).create_chat_completion(messages, max_tokens=20,
+/// temperature=0)` on the same file.
+#[tokio::test]
+async fn smollm2_chat_matches_llama_cpp() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let loaded = strata::engine::load(&strata::engine::LoadOptions {
+        model: fixture("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        devices: "cpu=200MiB,cpu=400MiB".parse().unwrap(),
+        strategy: strata::placement::Strategy::Balance,
+        ctx_size: Some(256),
+        budget_policy: Default::default(),
+    })
+    .unwrap();
+    assert_eq!(
+        loaded.template.source(),
+        strata::model::chat_template::TemplateSource::Gguf
+    );
+    let resources = strata::resources::ResourceManager::new(common::fast_settings(2));
+    let state = strata::api::AppState::new(loaded, "smollm2".into(), resources, Default::default());
+    let body = serde_json::json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 20,
+        "temperature": 0,
+    });
+    let req = Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = strata::api::app(state).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "L'Étoile, la Marseillaise, la femme, la femme au"
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 37);
+    assert_eq!(v["usage"]["completion_tokens"], 20);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}

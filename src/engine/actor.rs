@@ -72,6 +72,8 @@ pub struct EngineStats {
     progress_ms: AtomicU64,
     /// Tokens generated since start.
     tokens: AtomicU64,
+    /// Generations stopped because their caller went away.
+    cancelled: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -127,7 +129,12 @@ impl EngineHandle {
                         })
                     }));
                     let last = match run {
-                        Ok(Ok(g)) => EngineEvent::Done(Summary::from(&g)),
+                        Ok(Ok(g)) => {
+                            if g.finish == FinishReason::Cancelled {
+                                stats.cancelled.fetch_add(1, Ordering::AcqRel);
+                            }
+                            EngineEvent::Done(Summary::from(&g))
+                        }
                         Ok(Err(e)) => EngineEvent::Failed(e.to_string()),
                         Err(_) => {
                             tracing::error!("a generation panicked; the engine goes on");
@@ -166,6 +173,11 @@ impl EngineHandle {
 
     pub fn tokens_generated(&self) -> u64 {
         self.stats.tokens.load(Ordering::Acquire)
+    }
+
+    /// Generations cut short because the caller dropped its receiver.
+    pub fn generations_cancelled(&self) -> u64 {
+        self.stats.cancelled.load(Ordering::Acquire)
     }
 
     pub fn is_busy(&self) -> bool {
