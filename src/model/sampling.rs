@@ -271,7 +271,7 @@ mod tests {
             1,
             "once seen, -1.5 whatever the count"
         );
-        assert_eq!(freq(-2.0, &[2]), 2, "negative values encourage");
+        assert_eq!(freq(-2.0, &[2, 2]), 2, "negative values encourage");
         let bad = SamplingParams {
             presence_penalty: 2.5,
             ..Default::default()
