@@ -5,23 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use candle_core::quantized::GgmlDType;
-use strata::model::synth::SynthSpec;
-use strata::model::tokenizer::VocabKind;
-
-/// Kills the server however the test ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn the_openai_python_sdk_works_unchanged() {
@@ -34,37 +21,17 @@ fn the_openai_python_sdk_works_unchanged() {
         "{} is missing: run `scripts/python-env` first (scripts/test does)",
         python.display()
     );
-    let mut spec = SynthSpec::tiny(GgmlDType::Q4_0, 11);
-    spec.vocab = VocabKind::BytePairGpt2;
-    let (_dir, model) = common::synth_file(&spec);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--mode",
-            "aggressive",
-            "--model-name",
-            "tiny-chat",
-        ])
-        .args(["--api-key", "sdk-key", "--ctx-size", "256", "-m"])
-        .arg(&model)
-        .env("RUST_LOG", "strata=warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strata serve");
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("strata serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split(" on http://").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
+    let (_dir, model) = common::chat_model(GgmlDType::Q4_0, 11);
+    let args = [
+        "--mode",
+        "aggressive",
+        "--model-name",
+        "tiny-chat",
+        "--api-key",
+        "sdk-key",
+    ];
+    let server = common::spawn_serve(&model, &[&args[..], &["--ctx-size", "256"]].concat());
+    let base = server.base.clone();
     let out = Command::new(&python)
         .arg(root.join("tests/openai_sdk.py"))
         .args([&base, "tiny-chat", "sdk-key"])

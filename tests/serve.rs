@@ -4,52 +4,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::GgmlDType;
 use futures_util::StreamExt;
-use strata::model::synth::SynthSpec;
-use strata::model::tokenizer::VocabKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_exits_zero() {
-    let mut spec = SynthSpec::tiny(GgmlDType::Q8_0, 5);
-    spec.vocab = VocabKind::BytePairGpt2;
-    let (_dir, model) = common::synth_file(&spec);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--mode",
-            "aggressive",
-            "--decode-pause",
-            "50ms",
-        ])
-        .args([
-            "--shutdown-timeout",
-            "1s",
-            "--model-name",
-            "m",
-            "--ctx-size",
-            "256",
-            "-m",
-        ])
-        .arg(&model)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let base = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        log.push(line.clone());
-        if let Some(rest) = line.split("on http://").nth(1) {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
+    let (_dir, model) = common::chat_model(GgmlDType::Q8_0, 5);
+    let args = [
+        "--mode",
+        "aggressive",
+        "--decode-pause",
+        "50ms",
+        "--shutdown-timeout",
+        "1s",
+    ];
+    let more = ["--model-name", "m", "--ctx-size", "256"];
+    let server = common::spawn_serve(&model, &[&args[..], &more[..]].concat());
+    let (base, log) = (server.base.clone(), server.log.clone());
     assert!(
         log.iter().any(|l| l.contains("placement")),
         "placement not logged: {log:?}"
@@ -74,18 +48,21 @@ async fn sigterm_drains_then_exits_zero() {
     let mut stream = res.bytes_stream();
     stream.next().await.unwrap().unwrap();
     let stopped = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let (status, mut server) = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        (server.child.wait(), server)
+    })
+    .await
+    .unwrap();
+    let status = status.unwrap();
     let took = stopped.elapsed();
     assert!(status.success(), "exit status {status}");
     assert!(
         took < Duration::from_secs(5),
         "took {took:?} with a 1 s deadline"
     );
-    let rest: Vec<_> = lines.map_while(Result::ok).collect();
+    let rest: Vec<_> = server.lines.by_ref().map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
     assert!(
         client.get(format!("{base}/health")).send().await.is_err(),

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::devices::DeviceList;
+use crate::devices::{DeviceKind, DeviceList, DeviceSpec};
 use crate::engine::LoadOptions;
 use crate::placement::Strategy;
-use crate::resources::BudgetPolicy;
+use crate::resources::{discover, BudgetPolicy, DeviceProbe};
 
 use super::resource_args::ResourceArgs;
 
@@ -20,9 +20,10 @@ pub struct ModelArgs {
     #[arg(long, short = 'm', default_value = DEFAULT_MODEL, env = "STRATA_MODEL")]
     pub model: PathBuf,
     /// Devices and budgets, e.g. `cpu`, `cuda:0,cuda:1,cpu`,
-    /// `cuda:0=6GiB,cuda:1=60%,cpu=8GiB`, `cpu=300MiB,cpu=200MiB,cpu=1GiB`.
-    #[arg(long, default_value = "cpu", env = "STRATA_DEVICES")]
-    pub devices: DeviceList,
+    /// `cuda:0=6GiB,cuda:1=60%,cpu=8GiB`, `cpu=300MiB,cpu=200MiB,cpu=1GiB`
+    /// [default: every NVIDIA GPU found when built with CUDA, else the CPU].
+    #[arg(long, env = "STRATA_DEVICES")]
+    pub devices: Option<DeviceList>,
     /// Manual layer counts, e.g. `cuda:0=20,cuda:1=12` (the rest go to the
     /// last device). Without it layers are balanced by budget.
     #[arg(long, value_parser = parse_layers)]
@@ -56,18 +57,75 @@ fn parse_layers(s: &str) -> Result<LayerCounts, String> {
         .map(LayerCounts)
 }
 
+/// The devices a command uses when `--devices` is not given: every GPU the
+/// probe finds (in a CUDA build), else the CPU. GPUs only, not GPUs and the
+/// CPU: a layer on the CPU is many times slower, so spilling onto it is
+/// left to an explicit `--devices cuda:0,cpu`.
+pub fn auto_devices(probe: &dyn DeviceProbe) -> DeviceList {
+    let gpus = probe.gpus().unwrap_or_default();
+    let cpu = || {
+        DeviceList(vec![DeviceSpec {
+            kind: DeviceKind::Cpu,
+            budget: None,
+        }])
+    };
+    if gpus.is_empty() {
+        return cpu();
+    }
+    if !cfg!(feature = "cuda") {
+        tracing::warn!(
+            "{} NVIDIA GPU(s) found, but this strata was built without CUDA: running on the CPU \
+             (rebuild with `--features cuda`)",
+            gpus.len()
+        );
+        return cpu();
+    }
+    DeviceList(
+        gpus.iter()
+            .map(|g| DeviceSpec {
+                kind: DeviceKind::Cuda(g.index as usize),
+                budget: None,
+            })
+            .collect(),
+    )
+}
+
 impl ModelArgs {
     /// Load options with `policy` budgeting devices listed without one.
     pub fn load_options(&self, policy: BudgetPolicy) -> LoadOptions {
         LoadOptions {
             model: self.model.clone(),
-            devices: self.devices.clone(),
+            devices: self
+                .devices
+                .clone()
+                .unwrap_or_else(|| auto_devices(discover().as_ref())),
             strategy: match &self.layers {
                 Some(LayerCounts(c)) => Strategy::Manual(c.clone()),
                 None => Strategy::Balance,
             },
             ctx_size: self.ctx_size,
             budget_policy: policy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::probe::gpu;
+    use crate::resources::FakeProbe;
+
+    #[test]
+    fn auto_takes_the_gpus_found_or_the_cpu() {
+        let none = auto_devices(&FakeProbe::new(vec![]));
+        assert_eq!(none.0.len(), 1);
+        assert_eq!(none.0[0].kind, DeviceKind::Cpu);
+        let two = FakeProbe::new(vec![gpu(0, "a", 1 << 30, &[]), gpu(1, "b", 1 << 30, &[])]);
+        let kinds: Vec<DeviceKind> = auto_devices(&two).0.iter().map(|d| d.kind).collect();
+        if cfg!(feature = "cuda") {
+            assert_eq!(kinds, [DeviceKind::Cuda(0), DeviceKind::Cuda(1)]);
+        } else {
+            assert_eq!(kinds, [DeviceKind::Cpu], "a CPU build cannot use them");
         }
     }
 }

@@ -111,3 +111,59 @@ pub fn fast_settings(max_in_flight: usize) -> strata::resources::ResourceSetting
     s.max_in_flight = max_in_flight;
     s
 }
+
+/// A `strata serve` process on a free port; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The stderr lines up to and including the "serving ... on" line.
+    pub log: Vec<String>,
+    /// The rest of stderr.
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chat-capable synthetic model (byte-level BPE vocabulary, ChatML).
+pub fn chat_model(dtype: GgmlDType, seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let mut spec = SynthSpec::tiny(dtype, seed);
+    spec.vocab = strata::model::tokenizer::VocabKind::BytePairGpt2;
+    synth_file(&spec)
+}
+
+/// Starts `strata serve -m model --port 0 ARGS` and waits until it listens.
+pub fn spawn_serve(model: &std::path::Path, args: &[&str]) -> ServeProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--port", "0", "-m"])
+        .arg(model)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start strata serve");
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Owned by the guard from here on, so a panic still kills and reaps it.
+    let mut server = ServeProcess {
+        child,
+        base: String::new(),
+        log: Vec::new(),
+        lines,
+    };
+    loop {
+        let line = match server.lines.next() {
+            Some(line) => line.unwrap(),
+            None => panic!("strata serve exited before listening: {:?}", server.log),
+        };
+        server.log.push(line.clone());
+        if let Some(rest) = line.split(" on http://").nth(1) {
+            server.base = format!("http://{}", rest.split_whitespace().next().unwrap());
+            return server;
+        }
+    }
+}
