@@ -13,3 +13,4 @@ pub mod engine;
 pub mod model;
 pub mod placement;
 pub mod resources;
+pub mod scheduler;

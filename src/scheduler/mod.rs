@@ -1,0 +1,15 @@
+//! The scheduler: a lease-based registry of workers and an OpenAI gateway
+//! that routes each request to a live, healthy worker serving its model.
+//!
+//! - [`lease`]: the protocol's rules as pure functions; [`node`]: the data.
+//! - [`store`]: the `Store` trait and the memory store; [`embedded`]: the
+//!   durable default (redb).
+//! - [`policy`]: which eligible node gets a request.
+//! - [`clock`]: the monotonic clock leases are timed with.
+
+pub mod clock;
+pub mod embedded;
+pub mod lease;
+pub mod node;
+pub mod policy;
+pub mod store;
