@@ -14,3 +14,4 @@ pub mod model;
 pub mod placement;
 pub mod resources;
 pub mod scheduler;
+pub mod worker;

@@ -19,6 +19,12 @@ struct Cli {
 enum Command {
     /// Serve the OpenAI API on a model split over the local devices.
     Serve(cli::serve::ServeArgs),
+    /// Serve a model and keep a lease with a scheduler.
+    Worker(cli::worker::WorkerArgs),
+    /// The lease registry of workers and the OpenAI gateway in front of them.
+    Scheduler(cli::scheduler::SchedulerArgs),
+    /// The cluster as a scheduler sees it.
+    Status(cli::status::StatusArgs),
     /// One-shot generation from the command line.
     Generate(cli::generate::GenerateArgs),
     /// Dry run: which layers land on which device, and the bytes on each.
@@ -38,7 +44,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
-        Command::Serve(_) => "strata=info",
+        Command::Serve(_) | Command::Worker(_) | Command::Scheduler(_) => "strata=info",
         _ => "strata=warn",
     };
     tracing_subscriber::fmt()
@@ -50,6 +56,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match &cli.command {
         Command::Serve(a) => cli::serve::run(a),
+        Command::Worker(a) => cli::worker::run(a),
+        Command::Scheduler(a) => cli::scheduler::run(a),
+        Command::Status(a) => cli::status::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Plan(a) => cli::plan::run(a),
         Command::Devices(a) => cli::devices::run(a),

@@ -15,10 +15,22 @@ use super::AppState;
 
 pub struct OpenAiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for OpenAiJson<T> {
+/// States whose routes read JSON bodies say how large one may be (the
+/// router enforces it with `DefaultBodyLimit`; this names it in the 413).
+pub trait BodyLimit {
+    fn max_body_bytes(&self) -> usize;
+}
+
+impl BodyLimit for AppState {
+    fn max_body_bytes(&self) -> usize {
+        self.config.max_body_bytes
+    }
+}
+
+impl<T: DeserializeOwned, S: BodyLimit + Send + Sync> FromRequest<S> for OpenAiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -32,7 +44,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OpenAiJson<T> {
         if !is_json {
             return Err(ApiError::unsupported_media_type(content_type.as_deref()));
         }
-        let limit = state.config.max_body_bytes;
+        let limit = state.max_body_bytes();
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(limit)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,8 @@ pub use error::ApiError;
 
 use crate::engine::{EngineHandle, LoadedModel};
 use crate::resources::ResourceManager;
+use crate::scheduler::gateway::EPOCH_HEADER;
+use crate::worker::fence::Fence;
 use extract::OpenAiJson;
 use metrics::Metrics;
 use respond::ResponseMeta;
@@ -78,6 +80,8 @@ pub struct AppState {
     pub resources: Arc<ResourceManager>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ApiConfig>,
+    /// The epoch fence of a worker registered with a scheduler.
+    pub fence: Arc<Fence>,
 }
 
 impl AppState {
@@ -104,6 +108,7 @@ impl AppState {
             resources,
             metrics,
             config: Arc::new(config),
+            fence: Arc::new(Fence::default()),
         }
     }
 }
@@ -134,20 +139,30 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The fence check on a request's `X-Strata-Epoch` header.
+fn fenced(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let stamp = headers.get(EPOCH_HEADER).and_then(|v| v.to_str().ok());
+    s.fence.check(stamp)
+}
+
 async fn chat(
     State(s): State<AppState>,
+    headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
+    fenced(&s, &headers)?;
     let valid = validate_chat(req, &s.model)?;
     serve(s, valid, arrived).await
 }
 
 async fn completions(
     State(s): State<AppState>,
+    headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
+    fenced(&s, &headers)?;
     let valid = validate_completion(req, &s.model)?;
     serve(s, valid, arrived).await
 }

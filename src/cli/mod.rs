@@ -7,8 +7,11 @@ pub mod make_model;
 pub mod model_args;
 pub mod plan;
 pub mod resource_args;
+pub mod scheduler;
 pub mod serve;
+pub mod status;
 pub mod table;
+pub mod worker;
 
 /// Writes a command's output to stdout; a reader that went away (a pipe
 /// to `head`) ends the output quietly instead of panicking like `print!`.

@@ -21,6 +21,7 @@ use crate::api::{app, ApiConfig, AppState, DEFAULT_MAX_BODY_BYTES};
 use crate::devices::{parse_bytes, DeviceKind, HumanBytes};
 use crate::engine::load;
 use crate::resources::{discover, ResourceManager};
+use crate::worker::agent::{self, AgentConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -58,6 +59,12 @@ fn parse_body_limit(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    run_worker(args, None)
+}
+
+/// `strata worker`: `serve` plus the agent that keeps a lease with a
+/// scheduler (`agent.advertise` empty: the address it listens on).
+pub fn run_worker(args: &ServeArgs, agent: Option<AgentConfig>) -> anyhow::Result<()> {
     let settings = args.model.resources.resolve()?.settings;
     let resources = ResourceManager::new(settings);
     resources.apply_priority();
@@ -122,6 +129,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             resources.watch_gpus(discover(), own_bytes);
         }
         let state = AppState::new(loaded, id.clone(), resources, config);
+        let agent_state = state.clone();
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
             .with_context(|| format!("`--host` {} / `--port` {}", args.host, args.port))?;
@@ -131,20 +139,40 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(model = %id, "listening on http://{local}");
         eprintln!("strata: serving `{id}` on http://{local} (OpenAI API under /v1)");
-        serve_until_signal(listener, app(state), args.shutdown_timeout).await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(stop);
+        let stop_on_signal = stop.clone();
+        let agent = agent.map(|mut cfg| {
+            if cfg.advertise.is_empty() {
+                cfg.advertise = format!("http://{local}");
+            }
+            agent::spawn(cfg, agent_state, stopped)
+        });
+        let result = serve_until_signal(listener, app(state), args.shutdown_timeout, move || {
+            let _ = stop_on_signal.send(true);
+        })
+        .await;
+        if let Some(agent) = agent {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
+        }
+        result
     })
 }
 
-/// Serves until SIGINT/SIGTERM, then drains for at most `deadline`.
-async fn serve_until_signal(
+/// Serves until SIGINT/SIGTERM, then calls `on_signal` and drains for at
+/// most `deadline`.
+pub async fn serve_until_signal(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     deadline: Duration,
+    on_signal: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = stopping.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        on_signal();
         tracing::info!("shutting down: no new connections; draining for up to {deadline:?}");
         eprintln!("strata: shutting down");
         signal.notify_waiters();

@@ -6,10 +6,17 @@
 //!   durable default (redb).
 //! - [`policy`]: which eligible node gets a request.
 //! - [`clock`]: the monotonic clock leases are timed with.
+//! - [`service`]: configuration, eligibility, picking, the sweep loop;
+//!   [`registry`]: the lease API; [`gateway`]: forwarding with failover;
+//!   [`http`]: the router.
 
 pub mod clock;
 pub mod embedded;
+pub mod gateway;
+pub mod http;
 pub mod lease;
 pub mod node;
 pub mod policy;
+pub mod registry;
+pub mod service;
 pub mod store;

@@ -1,0 +1,110 @@
+//! `strata scheduler`: the lease registry and OpenAI gateway, with the
+//! embedded durable store by default (`--memory` keeps state in memory).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::serve::serve_until_signal;
+use crate::scheduler::clock::MonotonicClock;
+use crate::scheduler::embedded::EmbeddedStore;
+use crate::scheduler::http::router;
+use crate::scheduler::policy::Policy;
+use crate::scheduler::service::{Scheduler, SchedulerConfig, DEFAULT_MAX_ATTEMPTS};
+use crate::scheduler::store::{MemoryStore, Store};
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[arg(long, default_value = "127.0.0.1", env = "STRATA_HOST")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080, env = "STRATA_PORT")]
+    pub port: u16,
+    /// Lease time to live; workers heartbeat every third of it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Remove a node this long after its lease lapsed.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stale_after: Duration,
+    /// How often lapsed nodes are swept (default: a third of the TTL).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sweep_interval: Option<Duration>,
+    /// min_load, best_score, round_robin or random.
+    #[arg(long, default_value = "best_score", env = "STRATA_SELECTION_POLICY")]
+    pub selection_policy: Policy,
+    /// Workers must send this token to register.
+    #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Nodes one request may be tried on.
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: usize,
+    /// The embedded store's file [default: $XDG_STATE_HOME/strata/scheduler.redb].
+    #[arg(long, env = "STRATA_STATE")]
+    pub state: Option<PathBuf>,
+    /// Keep state in memory only (epochs restart with the process).
+    #[arg(long, conflicts_with = "state")]
+    pub memory: bool,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_state_file() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("strata/scheduler.redb")
+}
+
+pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.ttl >= Duration::from_millis(100),
+        "`--ttl` must be at least 100ms, got {:?}",
+        args.ttl
+    );
+    anyhow::ensure!(
+        (1..=16).contains(&args.max_attempts),
+        "`--max-attempts` must be from 1 to 16, got {}",
+        args.max_attempts
+    );
+    let store: Arc<dyn Store> = if args.memory {
+        Arc::new(MemoryStore::new())
+    } else {
+        let path = args.state.clone().unwrap_or_else(default_state_file);
+        tracing::info!("state in {}", path.display());
+        Arc::new(EmbeddedStore::open(&path)?)
+    };
+    let config = SchedulerConfig {
+        ttl: args.ttl,
+        stale_after: args.stale_after,
+        sweep_interval: args.sweep_interval.unwrap_or(args.ttl / 3),
+        join_token: args.join_token.clone().filter(|t| !t.is_empty()),
+        policy: args.selection_policy,
+        max_attempts: args.max_attempts,
+        ..SchedulerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-scheduler")
+        .build()?;
+    runtime.block_on(async move {
+        let scheduler = Scheduler::new(store, Arc::new(MonotonicClock::new()), config);
+        scheduler.spawn_sweeper();
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .with_context(|| format!("`--host` {} / `--port` {}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(policy = %args.selection_policy, "scheduler listening on http://{local}");
+        eprintln!(
+            "strata: scheduler on http://{local} (policy {})",
+            args.selection_policy
+        );
+        serve_until_signal(listener, router(scheduler), args.shutdown_timeout, || {}).await
+    })
+}

@@ -1,0 +1,6 @@
+//! The worker side of the lease protocol: the epoch fence its API checks
+//! ([`fence`]) and the agent that registers with a scheduler and keeps the
+//! lease by heartbeat ([`agent`]).
+
+pub mod agent;
+pub mod fence;
