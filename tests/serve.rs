@@ -62,7 +62,7 @@ async fn sigterm_drains_then_exits_zero() {
         took < Duration::from_secs(5),
         "took {took:?} with a 1 s deadline"
     );
-    let rest: Vec<_> = server.lines.by_ref().map_while(Result::ok).collect();
+    let rest: Vec<_> = server.lines.take().unwrap().map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
     assert!(
         client.get(format!("{base}/health")).send().await.is_err(),

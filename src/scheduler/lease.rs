@@ -60,7 +60,12 @@ pub fn register(
         lease_id: new_id("l"),
         epoch,
         info,
-        load: LoadReport::default(),
+        // A worker registers once its engine runs: healthy until a
+        // heartbeat says otherwise; its slots are unknown until then.
+        load: LoadReport {
+            healthy: true,
+            ..LoadReport::default()
+        },
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
         registered_ms: now_ms,
         lease_expires_ms: now_ms.saturating_add(ttl_ms),

@@ -119,8 +119,8 @@ pub struct ServeProcess {
     pub base: String,
     /// The stderr lines up to and including the "serving ... on" line.
     pub log: Vec<String>,
-    /// The rest of stderr.
-    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    /// The rest of stderr (`None` once drained).
+    pub lines: Option<std::io::Lines<std::io::BufReader<std::process::ChildStderr>>>,
 }
 
 impl Drop for ServeProcess {
@@ -139,24 +139,29 @@ pub fn chat_model(dtype: GgmlDType, seed: u64) -> (tempfile::TempDir, PathBuf) {
 
 /// Starts `strata serve -m model --port 0 ARGS` and waits until it listens.
 pub fn spawn_serve(model: &std::path::Path, args: &[&str]) -> ServeProcess {
+    let model = model.to_string_lossy().into_owned();
+    spawn_strata(&[&["serve", "--port", "0", "-m", &model][..], args].concat())
+}
+
+/// Starts `strata ARGS` (a command that prints `... on http://ADDR`) and
+/// waits until it listens.
+pub fn spawn_strata(args: &[&str]) -> ServeProcess {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--port", "0", "-m"])
-        .arg(model)
         .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start strata serve");
+        .expect("start strata");
     let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     // Owned by the guard from here on, so a panic still kills and reaps it.
     let mut server = ServeProcess {
         child,
         base: String::new(),
         log: Vec::new(),
-        lines,
+        lines: Some(lines),
     };
     loop {
-        let line = match server.lines.next() {
+        let line = match server.lines.as_mut().and_then(|l| l.next()) {
             Some(line) => line.unwrap(),
             None => panic!("strata serve exited before listening: {:?}", server.log),
         };
@@ -165,5 +170,21 @@ pub fn spawn_serve(model: &std::path::Path, args: &[&str]) -> ServeProcess {
             server.base = format!("http://{}", rest.split_whitespace().next().unwrap());
             return server;
         }
+    }
+}
+
+impl ServeProcess {
+    /// Keeps reading stderr on a thread (so the process never blocks on a
+    /// full pipe); the lines collect in the returned log.
+    pub fn drain(&mut self) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(self.log.clone()));
+        let sink = log.clone();
+        let lines = self.lines.take().expect("stderr not drained yet");
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        log
     }
 }

@@ -1,0 +1,243 @@
+//! A scheduler and two workers as separate processes on loopback, with a
+//! 1 s lease TTL: a worker frozen with SIGSTOP is routed around and leaves
+//! the active set within TTL + one sweep; thawed, its stale work is refused
+//! and it registers again with a new epoch. A worker killed mid-request
+//! before its first byte costs the client nothing: the request is retried
+//! on the other.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::GgmlDType;
+use common::{spawn_strata, ServeProcess};
+use serde_json::{json, Value};
+
+const TTL_MS: u64 = 1000;
+
+struct Cluster {
+    scheduler: ServeProcess,
+    workers: Vec<ServeProcess>,
+    _model: tempfile::TempDir,
+}
+
+fn cluster(decode_pause: &str) -> Cluster {
+    let (dir, model) = common::chat_model(GgmlDType::Q8_0, 21);
+    let mut scheduler = spawn_strata(&[
+        "scheduler",
+        "--port",
+        "0",
+        "--memory",
+        "--ttl",
+        "1s",
+        "--stale-after",
+        "60s",
+        "--selection-policy",
+        "round_robin",
+    ]);
+    scheduler.drain();
+    let model = model.to_string_lossy().into_owned();
+    let workers = (0..2)
+        .map(|_| {
+            let mut w = spawn_strata(&[
+                "worker",
+                "--scheduler",
+                &scheduler.base,
+                "--port",
+                "0",
+                "-m",
+                &model,
+                "--model-name",
+                "tiny",
+                "--mode",
+                "aggressive",
+                "--ctx-size",
+                "256",
+                "--decode-pause",
+                decode_pause,
+            ]);
+            w.drain();
+            w
+        })
+        .collect();
+    Cluster {
+        scheduler,
+        workers,
+        _model: dir,
+    }
+}
+
+async fn nodes(base: &str) -> Value {
+    reqwest::get(format!("{base}/v1/nodes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls `/v1/nodes` until `ok` holds, or fails after `within`.
+async fn wait_for(base: &str, within: Duration, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = nodes(base).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {within:?}: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn node_of<'a>(v: &'a Value, endpoint: &str) -> &'a Value {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["info"]["endpoint"] == endpoint)
+        .unwrap_or_else(|| panic!("no node at {endpoint}: {v:#}"))
+}
+
+async fn chat(client: &reqwest::Client, base: &str, max_tokens: usize) -> (u16, Value) {
+    let res = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn signal(p: &ServeProcess, sig: i32) {
+    assert_eq!(unsafe { libc::kill(p.child.id() as i32, sig) }, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_is_routed_around_fenced_and_rejoins() {
+    let c = cluster("0ms");
+    let base = c.scheduler.base.clone();
+    wait_for(&base, Duration::from_secs(20), "two active nodes", |v| {
+        v["active"] == 2
+    })
+    .await;
+    let frozen = &c.workers[0];
+    let before = node_of(&nodes(&base).await, &frozen.base).clone();
+    let old_epoch = before["epoch"].as_u64().unwrap();
+
+    signal(frozen, libc::SIGSTOP);
+    let stopped = Instant::now();
+    let client = reqwest::Client::new();
+    let mut served = 0;
+    while stopped.elapsed() < Duration::from_millis(2 * TTL_MS) {
+        let (status, body) = chat(&client, &base, 3).await;
+        assert_eq!(
+            status, 200,
+            "a request failed while one worker was frozen: {body}"
+        );
+        served += 1;
+    }
+    assert!(served >= 2);
+    // Out of the active set within TTL + one sweep (a third of the TTL).
+    let v = nodes(&base).await;
+    let n = node_of(&v, &frozen.base);
+    assert_eq!(n["active"], false, "{v:#}");
+    assert_eq!(
+        (v["active"].as_u64(), v["inactive"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    signal(frozen, libc::SIGCONT);
+    let v = wait_for(
+        &base,
+        Duration::from_secs(10),
+        "the thawed worker registered again",
+        |v| {
+            let n = node_of(v, &frozen.base);
+            n["active"] == true && n["epoch"].as_u64().unwrap() > old_epoch
+        },
+    )
+    .await;
+    let n = node_of(&v, &frozen.base);
+    assert_eq!(n["id"], before["id"], "it keeps its node id");
+    // Work stamped with its old epoch is refused.
+    let res = client
+        .post(format!("{}/v1/chat/completions", frozen.base))
+        .header("x-strata-epoch", old_epoch.to_string())
+        .json(&json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "stale_epoch");
+    // And it serves again through the gateway.
+    for _ in 0..4 {
+        assert_eq!(chat(&client, &base, 2).await.0, 200);
+    }
+    let v = nodes(&base).await;
+    assert!(
+        node_of(&v, &frozen.base)["stats"]["successes"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{v:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_before_its_first_byte_costs_nothing() {
+    // 20 tokens × 100 ms: a non-streamed answer takes about 2 s to start.
+    let c = cluster("100ms");
+    let base = c.scheduler.base.clone();
+    wait_for(&base, Duration::from_secs(20), "two active nodes", |v| {
+        v["active"] == 2
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let request = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move { chat(&client, &base, 20).await })
+    };
+    // Find the worker that took it, and kill it mid-generation.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let mut found = None;
+        for (i, w) in c.workers.iter().enumerate() {
+            let h: Value = client
+                .get(format!("{}/health", w.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if h["engine"]["busy"] == true {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no worker got busy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    signal(&c.workers[busy], libc::SIGKILL);
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let v = nodes(&base).await;
+    let survivor = node_of(&v, &c.workers[1 - busy].base);
+    assert!(
+        survivor["stats"]["successes"].as_u64().unwrap() >= 1,
+        "{v:#}"
+    );
+    let dead = node_of(&v, &c.workers[busy].base);
+    assert!(
+        dead["stats"]["requests"].as_u64().unwrap() > dead["stats"]["successes"].as_u64().unwrap(),
+        "{v:#}"
+    );
+}
