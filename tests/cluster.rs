@@ -3,9 +3,11 @@
 //! the active set within TTL + one sweep; thawed, its stale work is refused
 //! and it registers again with a new epoch. A worker killed mid-request
 //! before its first byte costs the client nothing: the request is retried
-//! on the other.
+//! on the other. Two schedulers on one Redis share every node.
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::time::{Duration, Instant};
 
@@ -240,4 +242,61 @@ async fn a_worker_killed_before_its_first_byte_costs_nothing() {
         dead["stats"]["requests"].as_u64().unwrap() > dead["stats"]["successes"].as_u64().unwrap(),
         "{v:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_one_redis_share_their_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis_server::RedisServer::start(dir.path(), 0);
+    let url = redis.url();
+    let start = || {
+        let mut s = spawn_strata(&["scheduler", "--port", "0", "--redis", &url, "--ttl", "2s"]);
+        s.drain();
+        s
+    };
+    let (a, b) = (start(), start());
+    let (_m, model) = common::chat_model(GgmlDType::Q8_0, 23);
+    let model = model.to_string_lossy().into_owned();
+    let mut worker = spawn_strata(&[
+        "worker",
+        "--scheduler",
+        &a.base,
+        "--port",
+        "0",
+        "-m",
+        &model,
+        "--model-name",
+        "tiny",
+        "--mode",
+        "aggressive",
+        "--ctx-size",
+        "256",
+    ]);
+    worker.drain();
+    let v = wait_for(
+        &b.base,
+        Duration::from_secs(20),
+        "the worker seen through the other scheduler",
+        |v| v["active"] == 1,
+    )
+    .await;
+    assert_eq!(node_of(&v, &worker.base)["active"], true);
+    let client = reqwest::Client::new();
+    let (status, body) = chat(&client, &b.base, 3).await;
+    assert_eq!(status, 200, "{body}");
+    let models: Value = client
+        .get(format!("{}/v1/models", b.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny");
+    // Heartbeats through A keep the lease B sees alive past one TTL.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(nodes(&b.base).await["active"], 1);
+    let seen_by_a = nodes(&a.base).await;
+    let stats = &node_of(&seen_by_a, &worker.base)["stats"];
+    assert_eq!(stats["successes"], 1, "B's result is in the shared record");
 }

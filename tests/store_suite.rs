@@ -1,12 +1,18 @@
-//! One suite of store behaviour, run against every store: the memory store
-//! and the embedded durable store (redb). Time is injected: every call
-//! takes the scheduler clock's milliseconds, so expiry is exact.
+//! One suite of store behaviour, run against every store: the memory
+//! store, the embedded durable store (redb) and the Redis store (a real
+//! `redis-server` the test starts). Time is injected: every call takes the
+//! scheduler clock's milliseconds, so expiry is exact.
+
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use std::sync::Arc;
 
+use redis_server::RedisServer;
 use strata::scheduler::embedded::EmbeddedStore;
 use strata::scheduler::lease::{Heartbeat, LeaseError};
 use strata::scheduler::node::{LoadReport, NodeInfo};
+use strata::scheduler::redis_store::RedisStore;
 use strata::scheduler::store::{MemoryStore, Store, StoreError};
 
 const TTL: u64 = 3_000;
@@ -220,4 +226,45 @@ async fn embedded_epochs_survive_a_restart_and_leases_do_not() {
         .unwrap();
     assert!(again.epoch > last, "epochs never go backwards");
     assert_eq!(store.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn redis_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), 0);
+    store_suite(Arc::new(
+        RedisStore::connect(&redis.url(), "suite-a").await.unwrap(),
+    ))
+    .await;
+    half_of_a_thousand_lapse(Arc::new(
+        RedisStore::connect(&redis.url(), "suite-b").await.unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn redis_epochs_survive_a_redis_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), 0);
+    let (port, url) = (redis.port, redis.url());
+    let store = RedisStore::connect(&url, "restart").await.unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = store
+            .register(None, info(&format!("http://n{i}")), 0, TTL)
+            .await
+            .unwrap()
+            .epoch;
+    }
+    drop(store);
+    redis.stop();
+    let _redis = RedisServer::start(dir.path(), port);
+    let store = RedisStore::connect(&url, "restart").await.unwrap();
+    assert_eq!(store.current_epoch().await.unwrap(), last);
+    let next = store
+        .register(None, info("http://x"), 0, TTL)
+        .await
+        .unwrap();
+    assert_eq!(next.epoch, last + 1, "epochs never go backwards");
+    assert_eq!(store.list().await.unwrap().len(), 6);
 }

@@ -10,10 +10,11 @@ use anyhow::Context;
 use clap::Args;
 
 use super::serve::serve_until_signal;
-use crate::scheduler::clock::MonotonicClock;
+use crate::scheduler::clock::{Clock, MonotonicClock};
 use crate::scheduler::embedded::EmbeddedStore;
 use crate::scheduler::http::router;
 use crate::scheduler::policy::Policy;
+use crate::scheduler::redis_store::{RedisClock, RedisStore};
 use crate::scheduler::service::{Scheduler, SchedulerConfig, DEFAULT_MAX_ATTEMPTS};
 use crate::scheduler::store::{MemoryStore, Store};
 
@@ -45,8 +46,14 @@ pub struct SchedulerArgs {
     #[arg(long, env = "STRATA_STATE")]
     pub state: Option<PathBuf>,
     /// Keep state in memory only (epochs restart with the process).
-    #[arg(long, conflicts_with = "state")]
+    #[arg(long, conflicts_with_all = ["state", "redis"])]
     pub memory: bool,
+    /// Share state with other schedulers in Redis (`redis://host:6379/0`).
+    #[arg(long, env = "STRATA_REDIS", conflicts_with = "state")]
+    pub redis: Option<String>,
+    /// Key namespace in Redis (a hash tag: all keys in one cluster slot).
+    #[arg(long, default_value = "strata")]
+    pub redis_namespace: String,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 }
@@ -70,13 +77,6 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         "`--max-attempts` must be from 1 to 16, got {}",
         args.max_attempts
     );
-    let store: Arc<dyn Store> = if args.memory {
-        Arc::new(MemoryStore::new())
-    } else {
-        let path = args.state.clone().unwrap_or_else(default_state_file);
-        tracing::info!("state in {}", path.display());
-        Arc::new(EmbeddedStore::open(&path)?)
-    };
     let config = SchedulerConfig {
         ttl: args.ttl,
         stale_after: args.stale_after,
@@ -91,7 +91,24 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         .thread_name("strata-scheduler")
         .build()?;
     runtime.block_on(async move {
-        let scheduler = Scheduler::new(store, Arc::new(MonotonicClock::new()), config);
+        let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = if let Some(url) = &args.redis {
+            tracing::info!("state in Redis at {url}");
+            let store = RedisStore::connect(url, &args.redis_namespace).await?;
+            (Arc::new(store), RedisClock::sync(url).await?)
+        } else if args.memory {
+            (
+                Arc::new(MemoryStore::new()),
+                Arc::new(MonotonicClock::new()),
+            )
+        } else {
+            let path = args.state.clone().unwrap_or_else(default_state_file);
+            tracing::info!("state in {}", path.display());
+            (
+                Arc::new(EmbeddedStore::open(&path)?),
+                Arc::new(MonotonicClock::new()),
+            )
+        };
+        let scheduler = Scheduler::new(store, clock, config);
         scheduler.spawn_sweeper();
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()

@@ -17,6 +17,7 @@ pub mod http;
 pub mod lease;
 pub mod node;
 pub mod policy;
+pub mod redis_store;
 pub mod registry;
 pub mod service;
 pub mod store;
