@@ -2,6 +2,8 @@
 //! directory, append-only persistence; stopped when dropped. A missing
 //! `redis-server` fails the test with the command that installs it.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
