@@ -1,0 +1,246 @@
+//! Scheduler benchmarks (not tests):
+//!
+//! - `heartbeats/embedded` and `heartbeats/redis`: heartbeats one scheduler
+//!   absorbs over HTTP on loopback, 64 in flight, 200 nodes (throughput in
+//!   elements/s). The Redis group starts its own `redis-server`.
+//! - `gateway/direct` vs `gateway/via_scheduler`: one non-streamed chat
+//!   request to a stub worker (a fixed JSON answer), directly and through
+//!   the gateway; the difference is the gateway's added latency. p50 / p99
+//!   of 2000 sequential requests each are printed too.
+//!
+//! `cargo bench --bench scheduler`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::{Json, Router};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use strata::scheduler::clock::MonotonicClock;
+use strata::scheduler::embedded::EmbeddedStore;
+use strata::scheduler::http::router;
+use strata::scheduler::redis_store::RedisStore;
+use strata::scheduler::service::{Scheduler, SchedulerConfig};
+use strata::scheduler::store::Store;
+
+const NODES: usize = 200;
+const BATCH: usize = 2000;
+const CONCURRENCY: usize = 64;
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn scheduler(store: Arc<dyn Store>) -> Scheduler {
+    Scheduler::new(
+        store,
+        Arc::new(MonotonicClock::new()),
+        SchedulerConfig {
+            ttl: Duration::from_secs(3600),
+            ..SchedulerConfig::default()
+        },
+    )
+}
+
+/// Registers `NODES` nodes and returns (heartbeat URL, body) for each.
+async fn register_nodes(
+    client: &reqwest::Client,
+    base: &str,
+    endpoint: &str,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for _ in 0..NODES {
+        let r: Value = client
+            .post(format!("{base}/v1/nodes/register"))
+            .json(&json!({"endpoint": endpoint, "models": ["m"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = format!(
+            "{base}/v1/nodes/{}/heartbeat",
+            r["node_id"].as_str().unwrap()
+        );
+        let body = json!({"lease_id": r["lease_id"], "epoch": r["epoch"],
+            "load": {"in_flight": 0, "max_in_flight": 8, "healthy": true}});
+        out.push((url, body));
+    }
+    out
+}
+
+async fn heartbeat_batch(client: &reqwest::Client, nodes: &[(String, Value)]) -> Duration {
+    let start = Instant::now();
+    stream::iter(0..BATCH)
+        .map(|i| {
+            let (url, body) = &nodes[i % nodes.len()];
+            let client = client.clone();
+            async move {
+                let res = client.post(url).json(body).send().await.unwrap();
+                assert!(res.status().is_success(), "{}", res.status());
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    start.elapsed()
+}
+
+fn heartbeats(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("heartbeats");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    let client = reqwest::Client::new();
+
+    let embedded: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+    let (base, nodes) = rt.block_on(async {
+        let base = serve(router(scheduler(embedded))).await;
+        let nodes = register_nodes(&client, &base, "http://127.0.0.1:9").await;
+        (base, nodes)
+    });
+    let _ = base;
+    group.bench_function("embedded", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += heartbeat_batch(&client, &nodes).await;
+                }
+                total
+            })
+        })
+    });
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install -y redis-server)");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let nodes = rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(
+            RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "bench")
+                .await
+                .unwrap(),
+        );
+        let base = serve(router(scheduler(store))).await;
+        register_nodes(&client, &base, "http://127.0.0.1:9").await
+    });
+    group.bench_function("redis", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += heartbeat_batch(&client, &nodes).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+async fn one_chat(client: &reqwest::Client, url: &str) {
+    let res = client
+        .post(url)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    res.bytes().await.unwrap();
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn gateway(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let answer = json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]});
+    let (direct, via) = rt.block_on(async {
+        let stub = Router::new().route(
+            "/v1/chat/completions",
+            post(move || {
+                let a = answer.clone();
+                async move { Json(a) }
+            }),
+        );
+        let worker = serve(stub).await;
+        let s = scheduler(Arc::new(strata::scheduler::store::MemoryStore::new()));
+        let base = serve(router(s)).await;
+        let r: Value = client
+            .post(format!("{base}/v1/nodes/register"))
+            .json(&json!({"endpoint": worker, "models": ["m"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(r["epoch"].as_u64().is_some());
+        (
+            format!("{worker}/v1/chat/completions"),
+            format!("{base}/v1/chat/completions"),
+        )
+    });
+    let mut group = c.benchmark_group("gateway");
+    group.bench_function("direct", |b| {
+        b.iter(|| rt.block_on(one_chat(&client, &direct)))
+    });
+    group.bench_function("via_scheduler", |b| {
+        b.iter(|| rt.block_on(one_chat(&client, &via)))
+    });
+    group.finish();
+    let sample = |url: &str| {
+        rt.block_on(async {
+            let mut v = Vec::with_capacity(2000);
+            for _ in 0..2000 {
+                let t = Instant::now();
+                one_chat(&client, url).await;
+                v.push(t.elapsed());
+            }
+            percentiles(v)
+        })
+    };
+    let (d50, d99) = sample(&direct);
+    let (g50, g99) = sample(&via);
+    println!(
+        "gateway latency over 2000 requests: direct p50 {d50:?} p99 {d99:?}; via scheduler p50 {g50:?} p99 {g99:?}; added p50 {:?} p99 {:?}",
+        g50.saturating_sub(d50),
+        g99.saturating_sub(d99)
+    );
+}
+
+criterion_group!(benches, heartbeats, gateway);
+criterion_main!(benches);
