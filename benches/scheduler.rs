@@ -47,6 +47,19 @@ fn scheduler(store: Arc<dyn Store>) -> Scheduler {
     )
 }
 
+/// Registers one node serving `m` at `endpoint`; the scheduler's answer.
+async fn register(client: &reqwest::Client, base: &str, endpoint: &str) -> Value {
+    client
+        .post(format!("{base}/v1/nodes/register"))
+        .json(&json!({"endpoint": endpoint, "models": ["m"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Registers `NODES` nodes and returns (heartbeat URL, body) for each.
 async fn register_nodes(
     client: &reqwest::Client,
@@ -55,15 +68,7 @@ async fn register_nodes(
 ) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for _ in 0..NODES {
-        let r: Value = client
-            .post(format!("{base}/v1/nodes/register"))
-            .json(&json!({"endpoint": endpoint, "models": ["m"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = register(client, base, endpoint).await;
         let url = format!(
             "{base}/v1/nodes/{}/heartbeat",
             r["node_id"].as_str().unwrap()
@@ -199,15 +204,7 @@ fn gateway(c: &mut Criterion) {
         let worker = serve(stub).await;
         let s = scheduler(Arc::new(strata::scheduler::store::MemoryStore::new()));
         let base = serve(router(s)).await;
-        let r: Value = client
-            .post(format!("{base}/v1/nodes/register"))
-            .json(&json!({"endpoint": worker, "models": ["m"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = register(&client, &base, &worker).await;
         assert!(r["epoch"].as_u64().is_some());
         (
             format!("{worker}/v1/chat/completions"),

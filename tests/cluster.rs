@@ -41,23 +41,7 @@ fn cluster(decode_pause: &str) -> Cluster {
     let model = model.to_string_lossy().into_owned();
     let workers = (0..2)
         .map(|_| {
-            let mut w = spawn_strata(&[
-                "worker",
-                "--scheduler",
-                &scheduler.base,
-                "--port",
-                "0",
-                "-m",
-                &model,
-                "--model-name",
-                "tiny",
-                "--mode",
-                "aggressive",
-                "--ctx-size",
-                "256",
-                "--decode-pause",
-                decode_pause,
-            ]);
+            let mut w = spawn_worker(&scheduler.base, &model, &["--decode-pause", decode_pause]);
             w.drain();
             w
         })
@@ -67,6 +51,26 @@ fn cluster(decode_pause: &str) -> Cluster {
         workers,
         _model: dir,
     }
+}
+
+/// A worker of the test model `tiny` registered with `scheduler`.
+fn spawn_worker(scheduler: &str, model: &str, extra: &[&str]) -> ServeProcess {
+    let args = [
+        "worker",
+        "--scheduler",
+        scheduler,
+        "--port",
+        "0",
+        "-m",
+        model,
+        "--model-name",
+        "tiny",
+        "--mode",
+        "aggressive",
+        "--ctx-size",
+        "256",
+    ];
+    spawn_strata(&[&args[..], extra].concat())
 }
 
 async fn nodes(base: &str) -> Value {
@@ -257,21 +261,7 @@ async fn two_schedulers_on_one_redis_share_their_workers() {
     let (a, b) = (start(), start());
     let (_m, model) = common::chat_model(GgmlDType::Q8_0, 23);
     let model = model.to_string_lossy().into_owned();
-    let mut worker = spawn_strata(&[
-        "worker",
-        "--scheduler",
-        &a.base,
-        "--port",
-        "0",
-        "-m",
-        &model,
-        "--model-name",
-        "tiny",
-        "--mode",
-        "aggressive",
-        "--ctx-size",
-        "256",
-    ]);
+    let mut worker = spawn_worker(&a.base, &model, &[]);
     worker.drain();
     let v = wait_for(
         &b.base,
