@@ -192,3 +192,41 @@ async fn the_gateway_says_why_no_node_can_take_a_request() {
         (400, Some("model"))
     );
 }
+
+#[tokio::test]
+async fn an_api_key_guards_the_gateway_and_the_status_not_the_leases() {
+    let s = Scheduler::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(ManualClock::default()),
+        SchedulerConfig {
+            api_key: Some("k3y".into()),
+            ..SchedulerConfig::default()
+        },
+    );
+    let app = router(s);
+    let get = |path: &str, key: Option<&str>| {
+        let mut b = Request::get(path);
+        if let Some(k) = key {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    for path in ["/v1/models", "/v1/nodes"] {
+        let res = app.clone().oneshot(get(path, None)).await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let res = app.clone().oneshot(get(path, Some("wrong"))).await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let res = app.clone().oneshot(get(path, Some("k3y"))).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    let (st, reg) = call(&app, "POST", "/v1/nodes/register", worker("http://a")).await;
+    assert_eq!(st, 200, "workers register without the client key: {reg}");
+    assert_eq!(
+        app.clone()
+            .oneshot(get("/health", None))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

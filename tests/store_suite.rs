@@ -268,3 +268,31 @@ async fn redis_epochs_survive_a_redis_restart() {
     assert_eq!(next.epoch, last + 1, "epochs never go backwards");
     assert_eq!(store.list().await.unwrap().len(), 6);
 }
+
+#[tokio::test]
+async fn redis_locks_are_released_only_by_their_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), 0);
+    let a = RedisStore::connect(&redis.url(), "locks").await.unwrap();
+    let b = RedisStore::connect(&redis.url(), "locks").await.unwrap();
+    let token = a.try_lock("sweep", 10_000).await.unwrap().expect("free");
+    assert_eq!(b.try_lock("sweep", 10_000).await.unwrap(), None, "held");
+    assert!(!b.unlock("sweep", "t-not-mine").await.unwrap());
+    assert_eq!(
+        b.try_lock("sweep", 10_000).await.unwrap(),
+        None,
+        "still held"
+    );
+    assert!(a.unlock("sweep", &token).await.unwrap());
+    let t2 = b.try_lock("sweep", 200).await.unwrap().expect("free again");
+    assert!(
+        !a.unlock("sweep", &token).await.unwrap(),
+        "an old token frees nothing"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        a.try_lock("sweep", 200).await.unwrap().is_some(),
+        "lapsed by itself"
+    );
+    assert!(!b.unlock("sweep", &t2).await.unwrap());
+}

@@ -11,12 +11,23 @@ use subtle::ConstantTimeEq;
 use super::error::ApiError;
 use super::AppState;
 
-pub async fn require_key(
-    State(state): State<AppState>,
+/// States whose routes an API key may guard.
+pub trait ApiKey {
+    fn api_key(&self) -> Option<&str>;
+}
+
+impl ApiKey for AppState {
+    fn api_key(&self) -> Option<&str> {
+        self.config.api_key.as_deref()
+    }
+}
+
+pub async fn require_key<S: ApiKey>(
+    State(state): State<S>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(key) = state.config.api_key.as_deref() else {
+    let Some(key) = state.api_key() else {
         return Ok(next.run(req).await);
     };
     let given = req

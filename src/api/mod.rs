@@ -124,7 +124,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_key,
+            auth::require_key::<AppState>,
         ));
     Router::new()
         .route("/health", get(health))

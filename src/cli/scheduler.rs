@@ -39,6 +39,10 @@ pub struct SchedulerArgs {
     /// Workers must send this token to register.
     #[arg(long, env = "STRATA_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Require `Authorization: Bearer KEY` on the gateway and `/v1/nodes`
+    /// (passed on to the workers, which may require the same key).
+    #[arg(long, env = "STRATA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Nodes one request may be tried on.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: usize,
@@ -82,6 +86,7 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         stale_after: args.stale_after,
         sweep_interval: args.sweep_interval.unwrap_or(args.ttl / 3),
         join_token: args.join_token.clone().filter(|t| !t.is_empty()),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         policy: args.selection_policy,
         max_attempts: args.max_attempts,
         ..SchedulerConfig::default()

@@ -15,6 +15,9 @@ pub struct StatusArgs {
         env = "STRATA_SCHEDULER"
     )]
     pub scheduler: String,
+    /// The scheduler's API key, when it has one.
+    #[arg(long, env = "STRATA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -25,7 +28,12 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let text = runtime.block_on(async {
-        let res = reqwest::get(&url)
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(key) = &args.api_key {
+            req = req.bearer_auth(key);
+        }
+        let res = req
+            .send()
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the scheduler at {url}: {e}"))?;
         anyhow::ensure!(res.status().is_success(), "{url} answered {}", res.status());

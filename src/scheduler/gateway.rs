@@ -128,7 +128,8 @@ async fn forward(
             break;
         };
         tried.insert(node.id.clone());
-        match attempt(&s, &node, path, &body).await {
+        let auth = headers.get(header::AUTHORIZATION);
+        match attempt(&s, &node, path, &body, auth).await {
             Ok(response) => return Ok(response),
             Err(Attempt::Busy) => outcomes.push(Attempt::Busy),
             Err(Attempt::Failed(why)) => {
@@ -162,18 +163,22 @@ async fn attempt(
     node: &NodeRecord,
     path: &str,
     body: &Bytes,
+    auth: Option<&HeaderValue>,
 ) -> Result<Response, Attempt> {
     let guard = s.forwarding(&node.id);
     let started = Instant::now();
     let url = format!("{}{path}", node.info.endpoint.trim_end_matches('/'));
-    let send = s
+    let mut request = s
         .client
         .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .header(EPOCH_HEADER, node.epoch)
         .header(NODE_HEADER, &node.id)
-        .body(body.clone())
-        .send();
+        .body(body.clone());
+    if let Some(auth) = auth {
+        request = request.header(header::AUTHORIZATION, auth.clone());
+    }
+    let send = request.send();
     let response = tokio::select! {
         r = send => r,
         () = lease_lapses(s, node) => {

@@ -109,6 +109,12 @@ redis.call('HSET', KEYS[1], 'latency', string.format('%.17g', l))
 return n
 "#;
 
+// Deletes the lock only for the holder of its token.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -117,6 +123,7 @@ pub struct RedisStore {
     leave: Script,
     sweep: Script,
     record: Script,
+    unlock: Script,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -144,6 +151,7 @@ impl RedisStore {
             leave: Script::new(&format!("{CHECK}{LEAVE}")),
             sweep: Script::new(SWEEP),
             record: Script::new(RECORD),
+            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -385,6 +393,33 @@ impl Store for RedisStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let token = lease::new_id("t");
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("lock:{name}")))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(set.map(|_| token))
+    }
+
+    async fn unlock(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = self
+            .unlock
+            .key(self.key(&format!("lock:{name}")))
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(n == 1)
     }
 
     async fn current_epoch(&self) -> Result<u64, StoreError> {

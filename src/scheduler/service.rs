@@ -28,6 +28,9 @@ pub struct SchedulerConfig {
     pub sweep_interval: Duration,
     /// Workers must present it to register, when set.
     pub join_token: Option<String>,
+    /// Clients must send `Authorization: Bearer KEY` to the gateway and
+    /// the status route, when set; it is passed on to the workers.
+    pub api_key: Option<String>,
     pub policy: Policy,
     pub max_attempts: usize,
     /// Per-attempt time allowed to get response headers from a worker.
@@ -42,6 +45,7 @@ impl Default for SchedulerConfig {
             stale_after: DEFAULT_STALE_AFTER,
             sweep_interval: DEFAULT_TTL / 3,
             join_token: None,
+            api_key: None,
             policy: Policy::BestScore,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             connect_timeout: Duration::from_secs(10),
@@ -183,6 +187,17 @@ impl Scheduler {
             let mut tick = tokio::time::interval(s.config.sweep_interval);
             loop {
                 tick.tick().await;
+                // Schedulers sharing a store take turns; the lock lapses by
+                // itself if its holder dies mid-sweep.
+                let hold = s.config.sweep_interval.as_millis() as u64;
+                let token = match s.store.try_lock("sweep", hold).await {
+                    Ok(Some(t)) => t,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("sweep lock failed: {e}");
+                        continue;
+                    }
+                };
                 let stale = s.config.stale_after.as_millis() as u64;
                 match s.store.sweep(s.now_ms(), stale).await {
                     Ok(removed) => {
@@ -192,8 +207,15 @@ impl Scheduler {
                     }
                     Err(e) => tracing::warn!("sweep failed: {e}"),
                 }
+                let _ = s.store.unlock("sweep", &token).await;
             }
         })
+    }
+}
+
+impl crate::api::auth::ApiKey for Scheduler {
+    fn api_key(&self) -> Option<&str> {
+        self.config.api_key.as_deref()
     }
 }
 

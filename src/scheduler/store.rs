@@ -68,6 +68,17 @@ pub trait Store: Send + Sync {
 
     /// The last epoch handed out (0 before the first).
     async fn current_epoch(&self) -> Result<u64, StoreError>;
+
+    /// Takes the lock `name` for `ttl_ms` if nobody holds it; the token
+    /// releases it. Stores of one process have no one to share with.
+    async fn try_lock(&self, _name: &str, _ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        Ok(Some(lease::new_id("t")))
+    }
+
+    /// Releases `name` if `token` still holds it; `false` otherwise.
+    async fn unlock(&self, _name: &str, _token: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 #[derive(Default)]
