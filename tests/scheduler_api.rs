@@ -139,17 +139,12 @@ async fn leases_expire_on_the_scheduler_clock() {
 
 #[tokio::test]
 async fn the_gateway_says_why_no_node_can_take_a_request() {
-    let (_s, _clock, app) = scheduler(None);
+    let (_s, clock, app) = scheduler(None);
     let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     let (st, e) = call(&app, "POST", "/v1/chat/completions", chat.clone()).await;
-    assert_eq!(st, 503);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no live worker serves the model `m`"),
-        "{e}"
-    );
+    assert_eq!(st, 404, "a model no worker serves does not exist: {e}");
+    assert_eq!(e["error"]["code"], "model_not_found");
+    assert_eq!(e["error"]["param"], "model");
     let (_, reg) = call(
         &app,
         "POST",
@@ -169,7 +164,7 @@ async fn the_gateway_says_why_no_node_can_take_a_request() {
     );
     // A node that cannot be reached: tried, then a 502 that names it.
     assert_eq!(call(&app, "POST", &hb, beat(&reg)).await.0, 200);
-    let (st, e) = call(&app, "POST", "/v1/chat/completions", chat).await;
+    let (st, e) = call(&app, "POST", "/v1/chat/completions", chat.clone()).await;
     assert_eq!(st, 502, "{e}");
     assert!(
         e["error"]["message"]
@@ -190,6 +185,15 @@ async fn the_gateway_says_why_no_node_can_take_a_request() {
     assert_eq!(
         (st.as_u16(), e["error"]["param"].as_str()),
         (400, Some("model"))
+    );
+    // Known, but with no live lease: 503 that says so, not 404.
+    clock.advance(TTL.as_millis() as u64);
+    let (st, e) = call(&app, "POST", "/v1/chat/completions", chat).await;
+    assert_eq!(st, 503, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no live worker serves the model `m`"),
+        "{e}"
     );
 }
 

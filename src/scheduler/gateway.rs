@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::node::NodeRecord;
 use super::registry::store_error;
-use super::service::{ForwardGuard, Scheduler};
+use super::service::{ForwardGuard, NoNode, Scheduler};
 use crate::api::ApiError;
 
 /// The epoch a forwarded request is stamped with.
@@ -115,7 +115,19 @@ async fn forward(
         .eligible(&model)
         .await
         .map_err(store_error)?
-        .map_err(|why| ApiError::unavailable(why.message(&model)))?;
+        .map_err(|why| match why {
+            NoNode::UnknownModel => {
+                let mut e = ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    why.message(&model),
+                )
+                .with_code("model_not_found");
+                e.param = Some("model".into());
+                e
+            }
+            _ => ApiError::unavailable(why.message(&model)),
+        })?;
     let mut tried: HashSet<String> = HashSet::new();
     let mut outcomes = Vec::new();
     for _ in 0..s.config.max_attempts {

@@ -69,7 +69,11 @@ pub struct Scheduler {
 /// Why no node could take a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum NoNode {
-    /// No live worker serves the model.
+    /// No registered worker, live or not, serves the model: to an OpenAI
+    /// client the model does not exist (404).
+    UnknownModel,
+    /// Workers that serve the model are registered, but none holds a live
+    /// lease.
     NoneServes,
     /// Every live worker serving it yields to its desktop.
     AllYielding,
@@ -80,6 +84,9 @@ pub enum NoNode {
 impl NoNode {
     pub fn message(&self, model: &str) -> String {
         match self {
+            NoNode::UnknownModel => {
+                format!("the model `{model}` does not exist: no worker serves it")
+            }
             NoNode::NoneServes => format!("no live worker serves the model `{model}`"),
             NoNode::AllYielding => {
                 format!("every worker serving `{model}` is yielding to its desktop; retry later")
@@ -136,12 +143,19 @@ impl Scheduler {
         model: &str,
     ) -> Result<Result<Vec<NodeRecord>, NoNode>, StoreError> {
         let now = self.now_ms();
-        let serving: Vec<NodeRecord> = self
+        let registered: Vec<NodeRecord> = self
             .store
             .list()
             .await?
             .into_iter()
-            .filter(|r| r.lease_live(now) && r.info.models.iter().any(|m| m == model))
+            .filter(|r| r.info.models.iter().any(|m| m == model))
+            .collect();
+        if registered.is_empty() {
+            return Ok(Err(NoNode::UnknownModel));
+        }
+        let serving: Vec<NodeRecord> = registered
+            .into_iter()
+            .filter(|r| r.lease_live(now))
             .collect();
         if serving.is_empty() {
             return Ok(Err(NoNode::NoneServes));
