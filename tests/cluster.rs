@@ -3,7 +3,8 @@
 //! the active set within TTL + one sweep; thawed, its stale work is refused
 //! and it registers again with a new epoch. A worker killed mid-request
 //! before its first byte costs the client nothing: the request is retried
-//! on the other. Two schedulers on one Redis share every node.
+//! on the other; one lost after its first byte ends the stream with an SSE
+//! error event. Two schedulers on one Redis share every node.
 
 mod common;
 #[path = "common/redis.rs"]
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::quantized::GgmlDType;
 use common::{spawn_strata, ServeProcess};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 const TTL_MS: u64 = 1000;
@@ -289,4 +291,48 @@ async fn two_schedulers_on_one_redis_share_their_workers() {
     let seen_by_a = nodes(&a.base).await;
     let stats = &node_of(&seen_by_a, &worker.base)["stats"];
     assert_eq!(stats["successes"], 1, "B's result is in the shared record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_mid_stream_ends_the_stream_with_an_error_event() {
+    let c = cluster("50ms");
+    let base = c.scheduler.base.clone();
+    wait_for(&base, Duration::from_secs(20), "two active nodes", |v| {
+        v["active"] == 2
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": "tiny", "prompt": "x", "max_tokens": 100, "stream": true, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let first = String::from_utf8_lossy(&body.next().await.unwrap().unwrap()).into_owned();
+    assert!(first.starts_with("data: {"), "{first}");
+    for w in &c.workers {
+        signal(w, libc::SIGKILL);
+    }
+    let mut rest = String::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => rest.push_str(&String::from_utf8_lossy(&b)),
+            Err(e) => panic!("the stream broke without an error event: {e}; got {rest}"),
+        }
+    }
+    let error_line = rest
+        .lines()
+        .find(|l| l.starts_with("data: {\"error\""))
+        .unwrap_or_else(|| panic!("no SSE error event in: {rest}"));
+    let e: Value = serde_json::from_str(&error_line["data: ".len()..]).unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mid-stream"),
+        "{e}"
+    );
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
 }
