@@ -107,23 +107,25 @@ fn heartbeats(c: &mut Criterion) {
 
     let embedded: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-    let (base, nodes) = rt.block_on(async {
-        let base = serve(router(scheduler(embedded))).await;
-        let nodes = register_nodes(&client, &base, "http://127.0.0.1:9").await;
-        (base, nodes)
-    });
-    let _ = base;
-    group.bench_function("embedded", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += heartbeat_batch(&client, &nodes).await;
-                }
-                total
+    // Registers the nodes on a scheduler over `store`, then times batches.
+    let mut bench_store = |name: &str, store: Arc<dyn Store>| {
+        let nodes = rt.block_on(async {
+            let base = serve(router(scheduler(store))).await;
+            register_nodes(&client, &base, "http://127.0.0.1:9").await
+        });
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += heartbeat_batch(&client, &nodes).await;
+                    }
+                    total
+                })
             })
-        })
-    });
+        });
+    };
+    bench_store("embedded", embedded);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -147,26 +149,11 @@ fn heartbeats(c: &mut Criterion) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let nodes = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(
-            RedisStore::connect(&format!("redis://127.0.0.1:{port}/"), "bench")
-                .await
-                .unwrap(),
-        );
-        let base = serve(router(scheduler(store))).await;
-        register_nodes(&client, &base, "http://127.0.0.1:9").await
-    });
-    group.bench_function("redis", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += heartbeat_batch(&client, &nodes).await;
-                }
-                total
-            })
-        })
-    });
+    let redis_store = rt.block_on(RedisStore::connect(
+        &format!("redis://127.0.0.1:{port}/"),
+        "bench",
+    ));
+    bench_store("redis", Arc::new(redis_store.unwrap()));
     group.finish();
     let _ = redis.kill();
     let _ = redis.wait();

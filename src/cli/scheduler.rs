@@ -1,15 +1,13 @@
 //! `strata scheduler`: the lease registry and OpenAI gateway, with the
 //! embedded durable store by default (`--memory` keeps state in memory).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 
-use super::serve::serve_until_signal;
+use super::serve::{bind, serve_until_signal};
 use crate::scheduler::clock::{Clock, MonotonicClock};
 use crate::scheduler::embedded::EmbeddedStore;
 use crate::scheduler::http::router;
@@ -115,13 +113,7 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         };
         let scheduler = Scheduler::new(store, clock, config);
         scheduler.spawn_sweeper();
-        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-            .parse()
-            .with_context(|| format!("`--host` {} / `--port` {}", args.host, args.port))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
+        let (listener, local) = bind(&args.host, args.port).await?;
         tracing::info!(policy = %args.selection_policy, "scheduler listening on http://{local}");
         eprintln!(
             "strata: scheduler on http://{local} (policy {})",

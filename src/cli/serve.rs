@@ -130,13 +130,7 @@ pub fn run_worker(args: &ServeArgs, agent: Option<AgentConfig>) -> anyhow::Resul
         }
         let state = AppState::new(loaded, id.clone(), resources, config);
         let agent_state = state.clone();
-        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-            .parse()
-            .with_context(|| format!("`--host` {} / `--port` {}", args.host, args.port))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
+        let (listener, local) = bind(&args.host, args.port).await?;
         tracing::info!(model = %id, "listening on http://{local}");
         eprintln!("strata: serving `{id}` on http://{local} (OpenAI API under /v1)");
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -158,6 +152,19 @@ pub fn run_worker(args: &ServeArgs, agent: Option<AgentConfig>) -> anyhow::Resul
         }
         result
     })
+}
+
+/// Listens on `host:port` (port 0: a free one); returns the listener and
+/// the address it got.
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("`--host` {host} / `--port` {port}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
 }
 
 /// Serves until SIGINT/SIGTERM, then calls `on_signal` and drains for at
