@@ -212,7 +212,7 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         self.write(Durability::None, |nodes, _| {
             if let Some(mut r) = Self::get_record(nodes, id)? {
-                lease::record_result(&mut r.stats, success, latency_ms);
+                r.stats.record(success, latency_ms);
                 nodes.insert(id, encode(&r)?.as_slice()).map_err(backend)?;
             }
             Ok(())

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use super::node::{LoadReport, NodeInfo, NodeRecord, NodeStats};
+use super::node::{LoadReport, NodeInfo, NodeRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum LeaseError {
@@ -125,9 +125,4 @@ pub fn renew(record: &mut NodeRecord, hb: Heartbeat, now_ms: u64, ttl_ms: u64) {
 /// Whether a node not seen for `stale_ms` should be removed.
 pub fn is_stale(record: &NodeRecord, now_ms: u64, stale_ms: u64) -> bool {
     !record.lease_live(now_ms) && now_ms.saturating_sub(record.last_seen_ms) >= stale_ms
-}
-
-/// Records one forwarded request's outcome.
-pub fn record_result(stats: &mut NodeStats, success: bool, latency_ms: f64) {
-    stats.record(success, latency_ms);
 }

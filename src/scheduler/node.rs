@@ -42,17 +42,6 @@ pub struct LoadReport {
     pub tokens_per_s: f64,
 }
 
-impl LoadReport {
-    /// Share of the worker's slots in use, 0 to 1 (1 when it has none).
-    pub fn fraction(&self) -> f64 {
-        if self.max_in_flight == 0 {
-            1.0
-        } else {
-            (self.in_flight as f64 / self.max_in_flight as f64).min(1.0)
-        }
-    }
-}
-
 /// Request figures the gateway keeps per node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStats {

@@ -178,7 +178,7 @@ impl Store for MemoryStore {
         latency_ms: f64,
     ) -> Result<(), StoreError> {
         if let Some(r) = self.lock().nodes.get_mut(id) {
-            lease::record_result(&mut r.stats, success, latency_ms);
+            r.stats.record(success, latency_ms);
         }
         Ok(())
     }
