@@ -37,6 +37,7 @@ pub const IDEMPOTENT_TRIES: usize = 3;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
+// Returns the new record's hash (field, value, ...).
 const REGISTER: &str = r#"
 local epoch = redis.call('INCR', KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -46,7 +47,7 @@ redis.call('HSET', KEYS[3], 'id', ARGV[1], 'epoch', epoch, 'lease_id', ARGV[2],
 redis.call('HSETNX', KEYS[3], 'requests', 0)
 redis.call('HSETNX', KEYS[3], 'successes', 0)
 redis.call('HSETNX', KEYS[3], 'latency', '0')
-return epoch
+return redis.call('HGETALL', KEYS[3])
 "#;
 
 // Shared by heartbeat and leave: 'ok' or why not.
@@ -61,13 +62,17 @@ local function check(key, lease_id, epoch, now)
 end
 "#;
 
+// `{why}` when refused, else `{'ok', field, value, ...}`: the renewed
+// record comes back in the same round trip.
 const HEARTBEAT: &str = r#"
 local r = check(KEYS[1], ARGV[1], ARGV[2], ARGV[4])
-if r ~= 'ok' then return r end
+if r ~= 'ok' then return {r} end
 redis.call('HSET', KEYS[1], 'load', ARGV[3], 'last_seen', ARGV[4],
   'expires', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'info', ARGV[6]) end
-return 'ok'
+local all = redis.call('HGETALL', KEYS[1])
+table.insert(all, 1, 'ok')
+return all
 "#;
 
 const LEAVE: &str = r#"
@@ -210,6 +215,13 @@ impl RedisStore {
     }
 }
 
+/// A flat `HGETALL` reply as a map.
+fn pairs(flat: &[String]) -> HashMap<String, String> {
+    flat.chunks_exact(2)
+        .map(|kv| (kv[0].clone(), kv[1].clone()))
+        .collect()
+}
+
 /// A lease script's answer as the protocol's error.
 fn lease_answer(answer: &str, id: &str, hb_lease: &str, hb_epoch: u64) -> Result<(), StoreError> {
     let node = id.to_string();
@@ -244,7 +256,7 @@ impl Store for RedisStore {
         let id = id.unwrap_or_else(|| lease::new_id("n"));
         let fresh = lease::register(id.clone(), None, 0, info, now_ms, ttl_ms);
         let mut conn = self.conn.clone();
-        let epoch: u64 = self
+        let fields: Vec<String> = self
             .register
             .key(self.key("epoch"))
             .key(self.key("nodes"))
@@ -258,12 +270,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
-        let mut record = self
-            .get(&id)
-            .await?
-            .ok_or_else(|| backend("the registration vanished"))?;
-        record.epoch = epoch;
-        Ok(record)
+        self.record_from(pairs(&fields))
     }
 
     async fn heartbeat(
@@ -279,7 +286,7 @@ impl Store for RedisStore {
             None => String::new(),
         };
         let key = self.node_key(id);
-        let answer: String = self
+        let reply: Vec<String> = self
             .idempotent(|mut c| {
                 let mut inv = self.heartbeat.prepare_invoke();
                 inv.key(&key)
@@ -292,10 +299,11 @@ impl Store for RedisStore {
                 async move { inv.invoke_async(&mut c).await }
             })
             .await?;
-        lease_answer(&answer, id, &hb.lease_id, hb.epoch)?;
-        self.get(id)
-            .await?
-            .ok_or_else(|| backend("the node vanished"))
+        let (answer, fields) = reply
+            .split_first()
+            .ok_or_else(|| backend("an empty heartbeat reply"))?;
+        lease_answer(answer, id, &hb.lease_id, hb.epoch)?;
+        self.record_from(pairs(fields))
     }
 
     async fn leave(
