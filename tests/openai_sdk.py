@@ -1,8 +1,9 @@
 """The official `openai` Python SDK against a running `strata serve`,
-unchanged: chat (plain and streaming), completions, the model list, and
-one error case per status, each raising the SDK's own exception class.
-Then /metrics, parsed by prometheus_client's text-format parser, must have
-moved by exactly what was served.
+unchanged: chat (plain and streaming), completions, the model list and
+card, and one error case per status, each raising the SDK's own exception
+class. Then /metrics, parsed by prometheus_client's text-format parser,
+must have moved by exactly what was served: the gateway counts every
+request it answered, the local worker those forwarded to it.
 
 Usage: python openai_sdk.py BASE_URL MODEL API_KEY (tests/openai_sdk.rs runs it)
 """
@@ -35,6 +36,7 @@ before = scrape()
 
 models = client.models.list()
 assert [m.id for m in models.data] == [model], models
+assert client.models.retrieve(model).id == model
 
 chat = client.chat.completions.create(
     model=model,
@@ -89,6 +91,8 @@ def raises(cls, call):
 e = raises(openai.NotFoundError, lambda: client.chat.completions.create(
     model="no-such-model", messages=[{"role": "user", "content": "hi"}]))
 assert "no-such-model" in str(e), e
+assert e.body["code"] == "model_not_found", e.body
+raises(openai.NotFoundError, lambda: client.models.retrieve("no-such-model"))
 e = raises(openai.BadRequestError, lambda: client.chat.completions.create(
     model=model, messages=[{"role": "user", "content": "hi"}], temperature=3))
 assert e.body["param"] == "temperature", e.body
@@ -101,14 +105,27 @@ after = scrape()
 def delta(name, **labels):
     return value(after, name, **labels) - value(before, name, **labels)
 
+# The gateway answered everything; the 404s and 401 it answered itself.
+gateway = "strata_gateway_requests_total"
+assert delta(gateway, route="/v1/chat/completions", status="200") == 2
+assert delta(gateway, route="/v1/completions", status="200") == 1
+assert delta(gateway, route="/v1/chat/completions", status="404") == 1
+assert delta(gateway, route="/v1/chat/completions", status="400") == 1
+assert delta(gateway, route="/v1/completions", status="400") == 1
+assert delta(gateway, route="/v1/models", status="200") == 1
+assert delta(gateway, route="/v1/models", status="401") == 1
+assert delta(gateway, route="/v1/models/{id}", status="200") == 1
+assert delta(gateway, route="/v1/models/{id}", status="404") == 1
+assert delta("strata_gateway_forward_attempts_total", outcome="ok") == 5
+assert value(after, "strata_gateway_active_nodes") == 1
+# The worker saw what was forwarded: three served, two it refused.
 assert delta("strata_requests_total", route="/v1/chat/completions", status="200") == 2
 assert delta("strata_requests_total", route="/v1/completions", status="200") == 1
-assert delta("strata_requests_total", route="/v1/chat/completions", status="404") == 1
 assert delta("strata_requests_total", route="/v1/chat/completions", status="400") == 1
 assert delta("strata_requests_total", route="/v1/completions", status="400") == 1
-assert delta("strata_requests_total", route="/v1/models", status="200") == 1
+assert delta("strata_requests_total", route="/v1/chat/completions", status="404") == 0
 assert delta("strata_prompt_tokens_total") == served_prompt, (delta("strata_prompt_tokens_total"), served_prompt)
 assert delta("strata_completion_tokens_total") == served_completion
 assert delta("strata_time_to_first_token_seconds_count") == 3
 assert value(after, "strata_requests_in_flight") == 0
-print(f"openai {openai.__version__}: models, chat, chat stream, completions, 404/400/401 and metrics all as expected")
+print(f"openai {openai.__version__}: models, chat, chat stream, completions, model card, 404/400/401 and gateway and worker metrics all as expected")

@@ -234,3 +234,69 @@ async fn an_api_key_guards_the_gateway_and_the_status_not_the_leases() {
         200
     );
 }
+
+/// A stub worker that answers every chat with 429 and `Retry-After: 7`.
+async fn busy_worker() -> String {
+    use axum::response::IntoResponse;
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "7")],
+                "{}",
+            )
+                .into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn busy_workers_give_503_with_their_retry_after_and_metrics_count_it() {
+    let (_s, _clock, app) = scheduler(None);
+    let endpoint = busy_worker().await;
+    for _ in 0..2 {
+        let (st, reg) = call(&app, "POST", "/v1/nodes/register", worker(&endpoint)).await;
+        assert_eq!(st, 200, "{reg}");
+    }
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let req = Request::post("/v1/chat/completions")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(chat.to_string()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("every worker serving `m` is busy"), "{text}");
+
+    let (st, card) = call(&app, "GET", "/v1/models/m", Value::Null).await;
+    assert_eq!((st.as_u16(), card["id"].as_str()), (200, Some("m")));
+    let (st, e) = call(&app, "GET", "/v1/models/other", Value::Null).await;
+    assert_eq!(
+        (st.as_u16(), e["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+
+    let res = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    for line in [
+        "strata_gateway_forward_attempts_total{outcome=\"busy\"} 2",
+        "strata_gateway_requests_total{route=\"/v1/chat/completions\",status=\"503\"} 1",
+        "strata_gateway_requests_total{route=\"/v1/nodes/register\",status=\"200\"} 2",
+        "strata_gateway_active_nodes 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}

@@ -1,6 +1,8 @@
-//! `strata serve` as a process: it says where it listens, answers, and on
-//! SIGTERM stops accepting, cuts in-flight streams after the deadline and
-//! exits 0. A missing model is one clear line, not a crash.
+//! `strata serve` as a process: it says where it listens once its local
+//! worker holds a lease with the embedded scheduler, answers through the
+//! gateway, refuses outside registrations, and on SIGTERM stops accepting,
+//! cuts in-flight streams after the deadline and exits 0. A missing model
+//! is one clear line, not a crash.
 
 mod common;
 
@@ -68,6 +70,62 @@ async fn sigterm_drains_then_exits_zero() {
         client.get(format!("{base}/health")).send().await.is_err(),
         "still listening"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_is_a_gateway_in_front_of_one_leased_local_worker() {
+    let (_dir, model) = common::chat_model(GgmlDType::Q8_0, 6);
+    let server = common::spawn_serve(&model, &["--model-name", "m", "--ctx-size", "128"]);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let req = client.get(format!("{base}{path}"));
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Printed only once the worker held its lease: nothing to wait for.
+    let nodes = get("/v1/nodes").await;
+    assert_eq!(
+        (nodes["total"].as_u64(), nodes["active"].as_u64()),
+        (Some(1), Some(1)),
+        "{nodes}"
+    );
+    let node = &nodes["nodes"][0];
+    assert_eq!(node["epoch"], 1, "{node}");
+    assert_eq!(node["info"]["models"], serde_json::json!(["m"]), "{node}");
+    let endpoint = node["info"]["endpoint"].as_str().unwrap();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    assert_ne!(
+        endpoint, base,
+        "the worker listens on its own loopback port"
+    );
+    assert_eq!(get("/health").await["active_nodes"], 1);
+
+    let res = client
+        .post(format!("{base}/v1/completions"))
+        .json(&serde_json::json!({"model": "m", "prompt": "x", "max_tokens": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["usage"]["completion_tokens"], 3, "{body}");
+
+    // Another machine cannot join: the join token is the process's own.
+    let res = client
+        .post(format!("{base}/v1/nodes/register"))
+        .json(&serde_json::json!({"endpoint": "http://10.0.0.9:8081", "models": ["m"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(get("/v1/nodes").await["total"], 1);
 }
 
 #[test]

@@ -75,12 +75,15 @@ impl ApiError {
     }
 
     pub fn model_not_found(asked: &str, served: &str) -> Self {
-        let mut e = Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!("the model `{asked}` does not exist; this server serves `{served}`"),
-        )
-        .with_code("model_not_found");
+        Self::unknown_model(format!(
+            "the model `{asked}` does not exist; this server serves `{served}`"
+        ))
+    }
+
+    /// 404 `model_not_found` on the `model` field, saying why.
+    pub fn unknown_model(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            .with_code("model_not_found");
         e.param = Some("model".into());
         e
     }

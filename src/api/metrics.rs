@@ -7,6 +7,7 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -38,44 +39,30 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            registered(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
         };
         let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
+            registered(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
         let histogram = |name: &str, help: &str| {
-            let h = Histogram::with_opts(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-            )
-            .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            registered(&registry, Histogram::with_opts(opts).expect("valid metric"))
         };
         let device_gauge = |name: &str, help: &str| {
             let g = IntGaugeVec::new(Opts::new(name, help), &["device"]).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
+            registered(&registry, g)
         };
-        let requests = IntCounterVec::new(
-            Opts::new("strata_requests_total", "HTTP requests by route and status"),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("unique metric");
+        let requests = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("strata_requests_total", "HTTP requests by route and status"),
+                &["route", "status"],
+            )
+            .expect("valid metric"),
+        );
         Self {
             requests,
             prompt_tokens: counter("strata_prompt_tokens_total", "Prompt tokens processed"),
@@ -130,11 +117,7 @@ impl Metrics {
         let status = state.resources.status();
         self.in_flight.set(status.in_flight as i64);
         self.yielding.set(i64::from(status.yielding.is_some()));
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding cannot fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
+        encode(&self.registry)
     }
 }
 
@@ -144,16 +127,50 @@ impl Default for Metrics {
     }
 }
 
+/// The Content-Type of the Prometheus text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Registers `metric` with `registry` and hands it back.
+pub fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+/// The text exposition of everything in `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("text encoding cannot fail");
+    String::from_utf8(out).expect("prometheus text is UTF-8")
+}
+
+/// States with a `{route, status}` request counter.
+pub trait CountsRequests {
+    fn request_counter(&self) -> &IntCounterVec;
+}
+
+impl CountsRequests for AppState {
+    fn request_counter(&self) -> &IntCounterVec {
+        &self.metrics.requests
+    }
+}
+
 /// Middleware: counts every routed request by its route and final status.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track<S: CountsRequests>(
+    State(state): State<S>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(req).await;
     state
-        .metrics
-        .requests
+        .request_counter()
         .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
     response

@@ -126,17 +126,22 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_key::<AppState>,
         ));
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .merge(protected)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            metrics::track,
+            metrics::track::<AppState>,
         ))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+    with_fallbacks(routes).with_state(state)
+}
+
+/// OpenAI-shaped 404 for unknown routes and 405 for wrong methods.
+pub fn with_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .with_state(state)
 }
 
 /// The fence check on a request's `X-Strata-Epoch` header.
@@ -213,6 +218,13 @@ async fn model(
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    let (status, body) = health_report(&s);
+    (status, Json(body)).into_response()
+}
+
+/// `/health`: 200 while the engine answers (503 when it stalled), with
+/// the engine's and the resource manager's state.
+pub fn health_report(s: &AppState) -> (StatusCode, serde_json::Value) {
     let healthy = s.engine.is_healthy(ENGINE_STALL);
     let status = if healthy {
         StatusCode::OK
@@ -225,15 +237,12 @@ async fn health(State(s): State<AppState>) -> Response {
         "engine": {"busy": s.engine.is_busy(), "queue_depth": s.engine.queue_depth()},
         "resources": s.resources.status(),
     });
-    (status, Json(body)).into_response()
+    (status, body)
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(axum::http::header::CONTENT_TYPE, metrics::TEXT_FORMAT)],
         s.metrics.render(&s),
     )
 }

@@ -1,8 +1,10 @@
 //! Command-line commands. `main.rs` parses and dispatches; each command's
 //! arguments and body live in its own file here.
 
+pub mod all_in_one;
 pub mod devices;
 pub mod generate;
+pub mod listen;
 pub mod make_model;
 pub mod model_args;
 pub mod plan;

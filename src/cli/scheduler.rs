@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::serve::{bind, serve_until_signal};
+use super::listen::{bind, Serving};
 use crate::scheduler::clock::{Clock, MonotonicClock};
 use crate::scheduler::embedded::EmbeddedStore;
 use crate::scheduler::http::router;
@@ -119,6 +119,8 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
             "strata: scheduler on http://{local} (policy {})",
             args.selection_policy
         );
-        serve_until_signal(listener, router(scheduler), args.shutdown_timeout, || {}).await
+        Serving::start(vec![(listener, router(scheduler))])
+            .until_signal(args.shutdown_timeout, async {})
+            .await
     })
 }

@@ -1,14 +1,22 @@
-//! `strata serve`: load a model over the local devices and serve the
-//! OpenAI API on it (127.0.0.1:8080 by default).
+//! `strata serve` and `strata worker`: load a model over the local devices
+//! and serve the OpenAI API on it.
+//!
+//! `serve` is the all-in-one: an embedded scheduler (memory store) with
+//! its gateway on the public address (127.0.0.1:8080 by default), and one
+//! local worker on a loopback port that registers with it through the
+//! same agent, lease and fencing code as a remote worker. `/health` and
+//! `/metrics` on the public port are the local worker's, with the
+//! gateway's metrics added. Registration takes a random join token, so no
+//! other machine can join a `serve`. `worker` is the worker alone, with an
+//! agent for a remote scheduler.
 //!
 //! Order matters: the resource settings are resolved and the process
 //! priority applied before any thread exists, so every thread tokio and
-//! the engine create inherits it. On SIGINT/SIGTERM the server stops
-//! accepting, lets in-flight requests finish for up to
-//! `--shutdown-timeout`, then cuts what is left and exits 0.
+//! the engine create inherits it. On SIGINT/SIGTERM a worker first leaves
+//! its scheduler, then the servers stop accepting, let in-flight requests
+//! finish for up to `--shutdown-timeout`, cut what is left and exit 0.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +24,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use super::all_in_one;
+use super::listen::{bind, reachable, Serving};
 use super::model_args::ModelArgs;
 use crate::api::{app, ApiConfig, AppState, DEFAULT_MAX_BODY_BYTES};
 use crate::devices::{parse_bytes, DeviceKind, HumanBytes};
 use crate::engine::load;
 use crate::resources::{discover, ResourceManager};
+use crate::scheduler::clock::MonotonicClock;
+use crate::scheduler::service::{Scheduler, SchedulerConfig};
+use crate::scheduler::store::MemoryStore;
 use crate::worker::agent::{self, AgentConfig};
 
 #[derive(Debug, Args)]
@@ -58,162 +71,185 @@ fn parse_body_limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("must be a size from 1KiB to 1GiB, like 2MB (default {DEFAULT_MAX_BODY_BYTES} bytes), got `{s}`"))
 }
 
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    run_worker(args, None)
+/// The local worker, loaded and ready to serve.
+struct LocalWorker {
+    loaded: crate::engine::LoadedModel,
+    id: String,
+    resources: Arc<ResourceManager>,
+    config: ApiConfig,
+    /// The bytes placed on each GPU, for desktop yield.
+    own_bytes: BTreeMap<u32, u64>,
 }
 
-/// `strata worker`: `serve` plus the agent that keeps a lease with a
-/// scheduler (`agent.advertise` empty: the address it listens on).
-pub fn run_worker(args: &ServeArgs, agent: Option<AgentConfig>) -> anyhow::Result<()> {
-    let settings = args.model.resources.resolve()?.settings;
-    let resources = ResourceManager::new(settings);
-    resources.apply_priority();
-    let api_key = match &args.api_key_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading `--api-key-file` {}", path.display()))?;
-            let key = text.lines().next().unwrap_or("").trim().to_string();
-            anyhow::ensure!(
-                !key.is_empty(),
-                "`--api-key-file` {} is empty",
-                path.display()
+impl LocalWorker {
+    /// Resolves the settings, applies the priority, loads the model.
+    fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let settings = args.model.resources.resolve()?.settings;
+        let resources = ResourceManager::new(settings);
+        resources.apply_priority();
+        let api_key = read_api_key(args)?;
+        let opts = args.model.load_options(resources.budget_policy());
+        if !opts.model.exists() {
+            anyhow::bail!(
+                "model file {} not found: run `scripts/fetch-models` for the default model, \
+                 `strata make-model --out FILE` for a synthetic one, or pass `-m FILE`",
+                opts.model.display()
             );
-            Some(key)
         }
-        None => args.api_key.clone().filter(|k| !k.is_empty()),
-    };
-    let opts = args.model.load_options(resources.budget_policy());
-    if !opts.model.exists() {
-        anyhow::bail!(
-            "model file {} not found: run `scripts/fetch-models` for the default model, \
-             `strata make-model --out FILE` for a synthetic one, or pass `-m FILE`",
-            opts.model.display()
-        );
-    }
-    let id = args.model_name.clone().unwrap_or_else(|| {
-        opts.model
-            .file_stem()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
-    });
-    let loaded = load(&opts)?;
-    for d in loaded.plan.devices.iter().filter(|d| !d.layers.is_empty()) {
-        tracing::info!(
-            device = %d.label,
-            layers = format!("{}-{}", d.layers.start, d.layers.end - 1),
-            planned = %HumanBytes(d.total_bytes),
-            budget = %HumanBytes(d.budget),
-            "placement"
-        );
-    }
-    // The bytes placed on each GPU, for desktop yield.
-    let own_bytes: BTreeMap<u32, u64> = loaded
-        .plan
-        .devices
-        .iter()
-        .zip(&loaded.devices)
-        .filter_map(|(p, d)| match d.kind {
-            DeviceKind::Cuda(i) => Some((i as u32, p.total_bytes)),
-            DeviceKind::Cpu => None,
+        let id = args.model_name.clone().unwrap_or_else(|| {
+            opts.model
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+        });
+        let loaded = load(&opts)?;
+        for d in loaded.plan.devices.iter().filter(|d| !d.layers.is_empty()) {
+            tracing::info!(
+                device = %d.label,
+                layers = format!("{}-{}", d.layers.start, d.layers.end - 1),
+                planned = %HumanBytes(d.total_bytes),
+                budget = %HumanBytes(d.budget),
+                "placement"
+            );
+        }
+        let own_bytes = loaded
+            .plan
+            .devices
+            .iter()
+            .zip(&loaded.devices)
+            .filter_map(|(p, d)| match d.kind {
+                DeviceKind::Cuda(i) => Some((i as u32, p.total_bytes)),
+                DeviceKind::Cpu => None,
+            })
+            .collect();
+        let config = ApiConfig {
+            api_key,
+            max_body_bytes: args.max_body,
+        };
+        Ok(Self {
+            loaded,
+            id,
+            resources,
+            config,
+            own_bytes,
         })
-        .collect();
-    let config = ApiConfig {
-        api_key,
-        max_body_bytes: args.max_body,
+    }
+
+    /// Starts the engine and the GPU watch (inside the runtime).
+    fn start(self) -> AppState {
+        if !self.own_bytes.is_empty() {
+            self.resources.watch_gpus(discover(), self.own_bytes);
+        }
+        AppState::new(self.loaded, self.id, self.resources, self.config)
+    }
+}
+
+fn read_api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.api_key_file else {
+        return Ok(args.api_key.clone().filter(|k| !k.is_empty()));
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading `--api-key-file` {}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !key.is_empty(),
+        "`--api-key-file` {} is empty",
+        path.display()
+    );
+    Ok(Some(key))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-http")
-        .build()?;
-    runtime.block_on(async move {
-        if !own_bytes.is_empty() {
-            resources.watch_gpus(discover(), own_bytes);
-        }
-        let state = AppState::new(loaded, id.clone(), resources, config);
-        let agent_state = state.clone();
-        let (listener, local) = bind(&args.host, args.port).await?;
-        tracing::info!(model = %id, "listening on http://{local}");
-        eprintln!("strata: serving `{id}` on http://{local} (OpenAI API under /v1)");
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let stop = Arc::new(stop);
-        let stop_on_signal = stop.clone();
-        let agent = agent.map(|mut cfg| {
-            if cfg.advertise.is_empty() {
-                cfg.advertise = format!("http://{local}");
+        .build()?)
+}
+
+/// How long `serve` waits for its local worker to register.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(15);
+
+/// `strata serve`: the embedded scheduler and one local worker.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let worker = LocalWorker::load(args)?;
+    runtime()?.block_on(async move {
+        let state = worker.start();
+        let id = state.model.id.clone();
+        let (public, public_addr) = bind(&args.host, args.port).await?;
+        let (internal, internal_addr) = bind("127.0.0.1", 0).await?;
+        let join_token = format!("{:032x}", rand::random::<u128>());
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MonotonicClock::new()),
+            SchedulerConfig {
+                join_token: Some(join_token.clone()),
+                api_key: state.config.api_key.clone(),
+                max_body_bytes: args.max_body,
+                ..SchedulerConfig::default()
+            },
+        );
+        let sweeper = scheduler.spawn_sweeper();
+        let front = all_in_one::router(scheduler, state.clone());
+        let serving = Serving::start(vec![(public, front), (internal, app(state.clone()))]);
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let agent = agent::spawn(
+            AgentConfig {
+                scheduler: format!("http://{}", reachable(public_addr)),
+                advertise: format!("http://{internal_addr}"),
+                join_token: Some(join_token),
+            },
+            state.clone(),
+            stopped,
+        );
+        let registered = tokio::time::timeout(REGISTRATION_WAIT, async {
+            while state.fence.epoch() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            agent::spawn(cfg, agent_state, stopped)
         });
-        let result = serve_until_signal(listener, app(state), args.shutdown_timeout, move || {
-            let _ = stop_on_signal.send(true);
-        })
-        .await;
-        if let Some(agent) = agent {
-            let _ = stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), agent).await;
-        }
+        registered.await.map_err(|_| {
+            anyhow::anyhow!(
+                "the local worker (http://{internal_addr}) did not register with the embedded \
+                 scheduler (http://{public_addr}) within {REGISTRATION_WAIT:?}; see the log above"
+            )
+        })?;
+        tracing::info!(model = %id, worker = %internal_addr, "listening on http://{public_addr}");
+        eprintln!("strata: serving `{id}` on http://{public_addr} (OpenAI API under /v1)");
+        // The scheduler lives and dies with this process: no leave needed.
+        let result = serving
+            .until_signal(args.shutdown_timeout, async {
+                agent.abort();
+                sweeper.abort();
+            })
+            .await;
         result
     })
 }
 
-/// Listens on `host:port` (port 0: a free one); returns the listener and
-/// the address it got.
-pub async fn bind(host: &str, port: u16) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
-    let addr: SocketAddr = format!("{host}:{port}")
-        .parse()
-        .with_context(|| format!("`--host` {host} / `--port` {port}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
+/// `strata worker`: the worker's API plus the agent that keeps a lease
+/// with a scheduler (`agent.advertise` empty: the address it listens on).
+pub fn run_worker(args: &ServeArgs, mut agent: AgentConfig) -> anyhow::Result<()> {
+    let worker = LocalWorker::load(args)?;
+    runtime()?.block_on(async move {
+        let state = worker.start();
+        let id = state.model.id.clone();
+        let (listener, local) = bind(&args.host, args.port).await?;
+        if agent.advertise.is_empty() {
+            agent.advertise = format!("http://{local}");
+        }
+        let serving = Serving::start(vec![(listener, app(state.clone()))]);
+        tracing::info!(model = %id, "listening on http://{local}");
+        eprintln!("strata: serving `{id}` on http://{local} (OpenAI API under /v1)");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let agent = agent::spawn(agent, state, stopped);
+        // Leave first, so the scheduler routes nothing more here while the
+        // requests in flight drain.
+        serving
+            .until_signal(args.shutdown_timeout, async move {
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(LEAVE_WAIT, agent).await;
+            })
+            .await
+    })
 }
 
-/// Serves until SIGINT/SIGTERM, then calls `on_signal` and drains for at
-/// most `deadline`.
-pub async fn serve_until_signal(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    deadline: Duration,
-    on_signal: impl FnOnce() + Send + 'static,
-) -> anyhow::Result<()> {
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        on_signal();
-        tracing::info!("shutting down: no new connections; draining for up to {deadline:?}");
-        eprintln!("strata: shutting down");
-        signal.notify_waiters();
-    });
-    let drained = async {
-        stopping.notified().await;
-        tokio::time::sleep(deadline).await;
-    };
-    tokio::select! {
-        result = server => result.context("the HTTP server failed")?,
-        () = drained => {
-            tracing::warn!("shutdown deadline passed: cutting the requests still in flight");
-        }
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
+/// How long a stopping worker waits to leave its scheduler.
+const LEAVE_WAIT: Duration = Duration::from_secs(3);

@@ -39,5 +39,5 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         advertise: args.advertise.clone().unwrap_or_default(),
         join_token: args.join_token.clone(),
     };
-    run_worker(&args.serve, Some(agent))
+    run_worker(&args.serve, agent)
 }

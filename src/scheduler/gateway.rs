@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -54,8 +54,8 @@ pub async fn completions(
     forward(s, "/v1/completions", headers, body).await
 }
 
-/// `/v1/models`: the union of what live workers serve.
-pub async fn models(State(s): State<Scheduler>) -> Result<Json<serde_json::Value>, ApiError> {
+/// The models live workers serve, sorted, each once.
+async fn live_models(s: &Scheduler) -> Result<Vec<String>, ApiError> {
     let now = s.now_ms();
     let mut ids: Vec<String> = s
         .store
@@ -68,11 +68,30 @@ pub async fn models(State(s): State<Scheduler>) -> Result<Json<serde_json::Value
         .collect();
     ids.sort();
     ids.dedup();
-    let data: Vec<_> = ids
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "strata"}))
-        .collect();
+    Ok(ids)
+}
+
+fn card(id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "strata"})
+}
+
+/// `/v1/models`: the union of what live workers serve.
+pub async fn models(State(s): State<Scheduler>) -> Result<Json<serde_json::Value>, ApiError> {
+    let data: Vec<_> = live_models(&s).await?.iter().map(|id| card(id)).collect();
     Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `/v1/models/{id}`: the model's card while a live worker serves it.
+pub async fn model(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if live_models(&s).await?.contains(&id) {
+        return Ok(Json(card(&id)));
+    }
+    Err(ApiError::unknown_model(format!(
+        "the model `{id}` does not exist: no live worker serves it"
+    )))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -90,7 +109,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Why an attempt did not produce a response to pass on.
 enum Attempt {
-    Busy,
+    /// 429, with the worker's `Retry-After` in seconds.
+    Busy(Option<u64>),
     Failed(String),
 }
 
@@ -116,16 +136,7 @@ async fn forward(
         .await
         .map_err(store_error)?
         .map_err(|why| match why {
-            NoNode::UnknownModel => {
-                let mut e = ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "invalid_request_error",
-                    why.message(&model),
-                )
-                .with_code("model_not_found");
-                e.param = Some("model".into());
-                e
-            }
+            NoNode::UnknownModel => ApiError::unknown_model(why.message(&model)),
             _ => ApiError::unavailable(why.message(&model)),
         })?;
     let mut tried: HashSet<String> = HashSet::new();
@@ -142,24 +153,38 @@ async fn forward(
         tried.insert(node.id.clone());
         let auth = headers.get(header::AUTHORIZATION);
         match attempt(&s, &node, path, &body, auth).await {
-            Ok(response) => return Ok(response),
-            Err(Attempt::Busy) => outcomes.push(Attempt::Busy),
+            Ok(response) => {
+                s.metrics.attempt("ok");
+                return Ok(response);
+            }
+            Err(busy @ Attempt::Busy(_)) => {
+                s.metrics.attempt("busy");
+                outcomes.push(busy);
+            }
             Err(Attempt::Failed(why)) => {
+                s.metrics.attempt("failed");
                 tracing::warn!(node = %node.id, "forwarding failed, trying another node: {why}");
                 outcomes.push(Attempt::Failed(format!("{}: {why}", node.id)));
             }
         }
     }
-    if outcomes.iter().all(|o| matches!(o, Attempt::Busy)) {
-        return Err(ApiError::unavailable(format!(
+    if outcomes.iter().all(|o| matches!(o, Attempt::Busy(_))) {
+        let mut e = ApiError::unavailable(format!(
             "every worker serving `{model}` is busy; retry later"
-        )));
+        ));
+        // The soonest any of them said it could take more.
+        let soonest = outcomes.iter().filter_map(|o| match o {
+            Attempt::Busy(after) => *after,
+            Attempt::Failed(_) => None,
+        });
+        e.retry_after = soonest.min().or(e.retry_after);
+        return Err(e);
     }
     let failures: Vec<String> = outcomes
         .into_iter()
         .filter_map(|o| match o {
             Attempt::Failed(w) => Some(w),
-            Attempt::Busy => None,
+            Attempt::Busy(_) => None,
         })
         .collect();
     Err(ApiError::new(
@@ -208,7 +233,12 @@ async fn attempt(
     };
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Err(Attempt::Busy);
+        let after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        return Err(Attempt::Busy(after.map(|a| a.max(1))));
     }
     if status.is_server_error() || status == StatusCode::CONFLICT {
         let _ = s.store.record_result(&node.id, false, latency).await;

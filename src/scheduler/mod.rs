@@ -8,13 +8,14 @@
 //! - [`clock`]: the monotonic clock leases are timed with.
 //! - [`service`]: configuration, eligibility, picking, the sweep loop;
 //!   [`registry`]: the lease API; [`gateway`]: forwarding with failover;
-//!   [`http`]: the router.
+//!   [`http`]: the router; [`metrics`]: the gateway's Prometheus metrics.
 
 pub mod clock;
 pub mod embedded;
 pub mod gateway;
 pub mod http;
 pub mod lease;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod redis_store;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::clock::Clock;
+use super::metrics::GatewayMetrics;
 use super::node::NodeRecord;
 use super::policy::{choose, Candidate, Policy};
 use super::store::{Store, StoreError};
@@ -61,6 +62,7 @@ pub struct Scheduler {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<SchedulerConfig>,
     pub client: reqwest::Client,
+    pub metrics: Arc<GatewayMetrics>,
     turn: Arc<AtomicU64>,
     /// Requests this gateway forwarded and has not seen end, per node.
     forwarded: Arc<Mutex<HashMap<String, u64>>>,
@@ -108,6 +110,7 @@ impl Scheduler {
             clock,
             config: Arc::new(config),
             client,
+            metrics: Arc::new(GatewayMetrics::new()),
             turn: Arc::new(AtomicU64::new(0)),
             forwarded: Arc::new(Mutex::new(HashMap::new())),
         }

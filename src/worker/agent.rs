@@ -160,18 +160,17 @@ impl Agent {
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tokens_before = self.state.engine.tokens_generated();
+        let mut measured_since = std::time::Instant::now();
         'register: loop {
             let Some(lease) = self.register(&mut stop).await else {
                 return;
             };
             let every = Duration::from_millis(lease.heartbeat_ms.max(10));
             let mut failures = 0;
+            // The first heartbeat goes at once: registration carries no
+            // load, and the scheduler should know this worker's slots.
+            let mut wait = Duration::ZERO;
             loop {
-                let wait = if failures == 0 {
-                    every
-                } else {
-                    backoff(failures, BACKOFF_START, every)
-                };
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {
@@ -180,8 +179,10 @@ impl Agent {
                     }
                 }
                 let tokens = self.state.engine.tokens_generated();
-                let rate = (tokens - tokens_before) as f64 / wait.as_secs_f64();
+                let elapsed = measured_since.elapsed().as_secs_f64().max(1e-3);
+                let rate = (tokens - tokens_before) as f64 / elapsed;
                 tokens_before = tokens;
+                measured_since = std::time::Instant::now();
                 let hb = Heartbeat {
                     lease_id: lease.lease_id.clone(),
                     epoch: lease.epoch,
@@ -195,6 +196,7 @@ impl Agent {
                 {
                     Ok(_) => {
                         failures = 0;
+                        wait = every;
                         self.state
                             .fence
                             .renewed(lease.epoch, Duration::from_millis(lease.ttl_ms));
@@ -205,6 +207,7 @@ impl Agent {
                     }
                     Err(CallError::Other(m)) => {
                         failures += 1;
+                        wait = backoff(failures, BACKOFF_START, every);
                         tracing::warn!(node = %lease.node_id, "heartbeat failed ({m})");
                     }
                 }
