@@ -196,7 +196,7 @@ async fn embedded_store() {
 }
 
 #[tokio::test]
-async fn embedded_epochs_survive_a_restart_and_leases_do_not() {
+async fn embedded_epochs_and_figures_survive_a_restart_and_leases_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     let (node, last) = {
@@ -209,10 +209,18 @@ async fn embedded_epochs_survive_a_restart_and_leases_do_not() {
             .register(None, info("http://b"), 0, TTL)
             .await
             .unwrap();
+        store.record_result(&n.id, true, 12.0).await.unwrap();
         (n, m.epoch)
     };
     let store = EmbeddedStore::open(&path).unwrap();
     assert_eq!(store.current_epoch().await.unwrap(), last);
+    // Figures live in memory and are saved when the store closes.
+    let kept = store.get(&node.id).await.unwrap().unwrap();
+    assert_eq!(kept.stats.requests, 1, "{kept:?}");
+    assert!(
+        !kept.lease_live(0),
+        "a lease from before the restart is void"
+    );
     // The new process's clock starts again at 0: the old lease is void.
     let e = lease_err(
         store

@@ -101,6 +101,33 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A store holding `records`, its epoch counter at `epoch` (a durable
+    /// store's state, loaded on open).
+    pub(crate) fn restored(records: Vec<NodeRecord>, epoch: u64) -> Self {
+        let nodes = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Self {
+            state: Mutex::new(MemoryState { epoch, nodes }),
+        }
+    }
+
+    /// Puts `record` in place, registered under an epoch a durable counter
+    /// handed out.
+    pub(crate) fn put_registered(&self, record: NodeRecord) {
+        let mut s = self.lock();
+        s.epoch = s.epoch.max(record.epoch);
+        s.nodes.insert(record.id.clone(), record);
+    }
+
+    pub(crate) fn get_now(&self, id: &str) -> Option<NodeRecord> {
+        self.lock().nodes.get(id).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<NodeRecord> {
+        let mut v: Vec<NodeRecord> = self.lock().nodes.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
 }
 
 #[async_trait]
@@ -148,13 +175,11 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
-        Ok(self.lock().nodes.get(id).cloned())
+        Ok(self.get_now(id))
     }
 
     async fn list(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut v: Vec<NodeRecord> = self.lock().nodes.values().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(v)
+        Ok(self.all())
     }
 
     async fn sweep(&self, now_ms: u64, stale_ms: u64) -> Result<Vec<String>, StoreError> {
