@@ -11,6 +11,7 @@ pub mod cli;
 pub mod devices;
 pub mod engine;
 pub mod model;
+pub mod model_store;
 pub mod placement;
 pub mod resources;
 pub mod scheduler;
