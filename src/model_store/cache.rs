@@ -147,7 +147,7 @@ impl HubCache {
                 }
             }
         }
-        out.sort_by(|a, b| a.reference.to_string().cmp(&b.reference.to_string()));
+        out.sort_by_key(|f| f.reference.to_string());
         Ok(out)
     }
 

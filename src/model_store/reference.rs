@@ -49,7 +49,7 @@ impl FromStr for ModelRef {
             return Ok(ModelRef::Path(PathBuf::from(s)));
         };
         let (path, revision) = match rest.rsplit_once('@') {
-            Some((p, r)) if r.is_empty() => {
+            Some((p, "")) => {
                 return Err(err(&format!("the revision after `@` in `{p}@` is empty")))
             }
             Some((p, r)) => (p, r.to_string()),
