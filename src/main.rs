@@ -33,6 +33,8 @@ enum Command {
     Devices(cli::devices::DevicesArgs),
     /// Write a synthetic GGUF model (random weights, real tokenizer).
     MakeModel(cli::make_model::MakeModelArgs),
+    /// The model store: pull, list and remove models.
+    Models(cli::models::ModelsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,7 +46,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; one-shot commands only what goes wrong.
     let default_filter = match cli.command {
-        Command::Serve(_) | Command::Worker(_) | Command::Scheduler(_) => "strata=info",
+        Command::Serve(_) | Command::Worker(_) | Command::Scheduler(_) | Command::Models(_) => {
+            "strata=info"
+        }
         _ => "strata=warn",
     };
     tracing_subscriber::fmt()
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(a) => cli::plan::run(a),
         Command::Devices(a) => cli::devices::run(a),
         Command::MakeModel(a) => cli::make_model::run(a),
+        Command::Models(a) => cli::models::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod listen;
 pub mod make_model;
 pub mod model_args;
+pub mod models;
 pub mod plan;
 pub mod resource_args;
 pub mod scheduler;

@@ -1,6 +1,9 @@
-//! Helpers shared by the integration tests: synthetic models in temp dirs.
+//! Helpers shared by the integration tests: synthetic models in temp dirs,
+//! spawned `strata` processes, a fake model hub.
 
 #![allow(dead_code)]
+
+pub mod fake_hub;
 
 use std::path::PathBuf;
 
