@@ -3,7 +3,8 @@
 //! and ends with the file's true digest; a file whose bytes do not match
 //! the digest the hub (or a catalog pin) gives is deleted and the error
 //! names both digests; offline mode never asks the network; list shows
-//! what a GGUF is; rm frees the blob.
+//! what a GGUF is; `plan -m hf:...` finds the pulled file; rm frees the
+//! blob.
 
 mod common;
 
@@ -115,6 +116,17 @@ async fn a_cut_pull_resumes_verifies_lists_and_is_removed() {
     assert_eq!(entry["architecture"], "llama");
     assert!(entry["layers"].as_u64().unwrap() >= 1, "{entry}");
 
+    // Commands that load a model take the reference.
+    let out = strata(
+        &hub,
+        store.path(),
+        &["plan", "-m", reference, "--devices", "cpu"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cpu"), "{}", text(&out));
+
     // A second pull finds it and downloads nothing.
     let before = hub.requests();
     let out = strata(&hub, store.path(), &["models", "pull", reference], &[]).await;
@@ -225,6 +237,21 @@ async fn offline_mode_never_touches_the_network() {
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("HF_HUB_OFFLINE is set"), "{said}");
     assert_eq!(hub.requests(), 0);
+
+    let out = strata(
+        &hub,
+        store.path(),
+        &["plan", "-m", reference, "--devices", "cpu"],
+        &offline,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("{reference} is not in the model store")),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("strata models pull"), "{}", text(&out));
 
     let out = strata(&hub, store.path(), &["models", "pull", reference], &[]).await;
     assert!(out.status.success(), "{}", text(&out));

@@ -55,7 +55,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let resources = ResourceManager::new(args.model.resources.resolve()?.settings);
     resources.apply_priority();
     let settings = resources.settings();
-    let loaded = load(&args.model.load_options(resources.budget_policy()))?;
+    let loaded = load(&args.model.load_options(resources.budget_policy())?)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

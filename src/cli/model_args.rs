@@ -6,6 +6,7 @@ use clap::Args;
 
 use crate::devices::{DeviceKind, DeviceList, DeviceSpec};
 use crate::engine::LoadOptions;
+use crate::model_store::{HubCache, ModelRef};
 use crate::placement::Strategy;
 use crate::resources::{discover, BudgetPolicy, DeviceProbe};
 
@@ -16,9 +17,14 @@ pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// GGUF model file.
+    /// GGUF model: a file, or hf:OWNER/REPO/FILE.gguf[@REVISION] from the
+    /// model store (`strata models pull` puts it there).
     #[arg(long, short = 'm', default_value = DEFAULT_MODEL, env = "STRATA_MODEL")]
-    pub model: PathBuf,
+    pub model: ModelRef,
+    /// The model store [default: HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub].
+    #[arg(long, env = "STRATA_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
     /// Devices and budgets, e.g. `cpu`, `cuda:0,cuda:1,cpu`,
     /// `cuda:0=6GiB,cuda:1=60%,cpu=8GiB`, `cpu=300MiB,cpu=200MiB,cpu=1GiB`
     /// [default: every NVIDIA GPU found when built with CUDA, else the CPU].
@@ -91,10 +97,27 @@ pub fn auto_devices(probe: &dyn DeviceProbe) -> DeviceList {
 }
 
 impl ModelArgs {
+    /// The model's file: the path given, or where the store keeps a hub
+    /// reference.
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            ModelRef::Path(p) => Ok(p.clone()),
+            ModelRef::Hub(h) => {
+                let store = HubCache::locate(self.model_dir.as_deref());
+                store.resolve(h).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{h} is not in the model store {}: run `strata models pull {h}`",
+                        store.root().display()
+                    )
+                })
+            }
+        }
+    }
+
     /// Load options with `policy` budgeting devices listed without one.
-    pub fn load_options(&self, policy: BudgetPolicy) -> LoadOptions {
-        LoadOptions {
-            model: self.model.clone(),
+    pub fn load_options(&self, policy: BudgetPolicy) -> anyhow::Result<LoadOptions> {
+        Ok(LoadOptions {
+            model: self.model_path()?,
             devices: self
                 .devices
                 .clone()
@@ -105,7 +128,7 @@ impl ModelArgs {
             },
             ctx_size: self.ctx_size,
             budget_policy: policy,
-        }
+        })
     }
 }
 

@@ -19,7 +19,7 @@ pub struct PlanArgs {
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let policy = args.model.resources.resolve()?.settings.budget_policy();
-    let report = plan_for(&args.model.load_options(policy))?;
+    let report = plan_for(&args.model.load_options(policy)?)?;
     if args.json {
         print_out(&(serde_json::to_string_pretty(&to_json(&report))? + "\n"))?;
     } else {

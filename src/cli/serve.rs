@@ -88,7 +88,7 @@ impl LocalWorker {
         let resources = ResourceManager::new(settings);
         resources.apply_priority();
         let api_key = read_api_key(args)?;
-        let opts = args.model.load_options(resources.budget_policy());
+        let opts = args.model.load_options(resources.budget_policy())?;
         if !opts.model.exists() {
             anyhow::bail!(
                 "model file {} not found: run `scripts/fetch-models` for the default model, \

@@ -149,9 +149,16 @@ pub fn spawn_serve(model: &std::path::Path, args: &[&str]) -> ServeProcess {
 /// Starts `strata ARGS` (a command that prints `... on http://ADDR`) and
 /// waits until it listens.
 pub fn spawn_strata(args: &[&str]) -> ServeProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args);
+    spawn_command(cmd)
+}
+
+/// Starts `cmd` (a strata command that prints `... on http://ADDR`) and
+/// waits until it listens.
+pub fn spawn_command(mut cmd: std::process::Command) -> ServeProcess {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
+    let mut child = cmd
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start strata");
