@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -35,6 +35,7 @@ use crate::engine::{EngineHandle, LoadedModel};
 use crate::resources::ResourceManager;
 use crate::scheduler::gateway::EPOCH_HEADER;
 use crate::worker::fence::Fence;
+use crate::worker::models::{self as node_models, NodeModels};
 use extract::OpenAiJson;
 use metrics::Metrics;
 use respond::ResponseMeta;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// The epoch fence of a worker registered with a scheduler.
     pub fence: Arc<Fence>,
+    /// The model store and its pull jobs.
+    pub models: Arc<NodeModels>,
 }
 
 impl AppState {
@@ -109,7 +112,14 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             fence: Arc::new(Fence::default()),
+            models: Arc::new(NodeModels::from_env()),
         }
+    }
+
+    /// The same state over the model store `models`.
+    pub fn with_models(mut self, models: NodeModels) -> Self {
+        self.models = Arc::new(models);
+        self
     }
 }
 
@@ -122,6 +132,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/metrics", get(metrics_text))
+        .route("/v1/admin/models", get(node_models::list))
+        .route("/v1/admin/models/pull", post(node_models::start_pull))
+        .route("/v1/admin/models/pull/{job}", get(node_models::pull_status))
+        .route("/v1/admin/models/{*model}", delete(node_models::delete))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key::<AppState>,

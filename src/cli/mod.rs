@@ -8,6 +8,7 @@ pub mod listen;
 pub mod make_model;
 pub mod model_args;
 pub mod models;
+pub mod node_models;
 pub mod plan;
 pub mod resource_args;
 pub mod scheduler;

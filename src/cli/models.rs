@@ -1,5 +1,6 @@
 //! `strata models pull | list | rm`: the model store of this node (the
-//! Hugging Face cache at `--model-dir`, `HF_HUB_CACHE` or `$HF_HOME/hub`).
+//! Hugging Face cache at `--model-dir`, `HF_HUB_CACHE` or `$HF_HOME/hub`),
+//! or with `--node ID` of a worker, through the scheduler.
 
 use std::path::PathBuf;
 
@@ -24,6 +25,20 @@ pub struct ModelsArgs {
     /// ~/.cache/huggingface/hub].
     #[arg(long, global = true, env = "STRATA_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    /// Manage this worker's store instead (a node id from `strata status`).
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    /// The scheduler's base URL (with `--node`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "STRATA_SCHEDULER"
+    )]
+    pub scheduler: String,
+    /// The scheduler's API key, when it has one (with `--node`).
+    #[arg(long, global = true, env = "STRATA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +91,9 @@ pub fn hub_ref(model: &str) -> anyhow::Result<HubFile> {
 }
 
 pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
+    if let Some(node) = &args.node {
+        return super::node_models::run(args, node);
+    }
     let cache = HubCache::locate(args.model_dir.as_deref());
     match &args.command {
         ModelsCommand::Pull(p) => run_pull(cache, p),
@@ -85,7 +103,7 @@ pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
             if *json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&entries)?))?;
             } else {
-                print_out(&list_table(&entries, &cache))?;
+                print_out(&list_table(&entries, &cache.root().display().to_string()))?;
             }
             Ok(())
         }
@@ -134,21 +152,23 @@ fn run_pull(cache: HubCache, args: &PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list_table(entries: &[ModelEntry], cache: &HubCache) -> String {
+/// The store's models as a table (`store`: where they are, for the empty
+/// case).
+pub fn list_table(entries: &[ModelEntry], store: &str) -> String {
     if entries.is_empty() {
-        return format!(
-            "no models in {} (strata models pull hf:OWNER/REPO/FILE.gguf)\n",
-            cache.root().display()
-        );
+        return format!("no models in {store} (strata models pull hf:OWNER/REPO/FILE.gguf)\n");
     }
-    let mut rows = vec![["model", "quant", "arch", "size", "layers", "sha256"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "model", "quant", "arch", "loaded", "size", "layers", "sha256",
+    ]
+    .map(String::from)
+    .to_vec()];
     for e in entries {
         rows.push(vec![
             e.model.clone(),
             e.quant.clone(),
             e.architecture.clone(),
+            if e.loaded { "yes" } else { "-" }.into(),
             HumanBytes(e.size).to_string(),
             e.layers.map_or("-".into(), |l| l.to_string()),
             e.sha256
@@ -156,5 +176,5 @@ fn list_table(entries: &[ModelEntry], cache: &HubCache) -> String {
                 .map_or("-".into(), |s| s[..12].to_string()),
         ]);
     }
-    text_table(&rows, 3)
+    text_table(&rows, 4)
 }

@@ -41,6 +41,9 @@ pub struct SchedulerArgs {
     /// (passed on to the workers, which may require the same key).
     #[arg(long, env = "STRATA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// How long a call to manage a node's models may take.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub node_timeout: Duration,
     /// Nodes one request may be tried on.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: usize,
@@ -87,6 +90,7 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         policy: args.selection_policy,
         max_attempts: args.max_attempts,
+        node_timeout: args.node_timeout,
         ..SchedulerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

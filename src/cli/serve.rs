@@ -30,11 +30,14 @@ use super::model_args::ModelArgs;
 use crate::api::{app, ApiConfig, AppState, DEFAULT_MAX_BODY_BYTES};
 use crate::devices::{parse_bytes, DeviceKind, HumanBytes};
 use crate::engine::load;
+use crate::model_store::catalog::Catalog;
+use crate::model_store::HubCache;
 use crate::resources::{discover, ResourceManager};
 use crate::scheduler::clock::MonotonicClock;
 use crate::scheduler::service::{Scheduler, SchedulerConfig};
 use crate::scheduler::store::MemoryStore;
 use crate::worker::agent::{self, AgentConfig};
+use crate::worker::models::NodeModels;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -59,6 +62,10 @@ pub struct ServeArgs {
     /// Largest request body accepted.
     #[arg(long, default_value = "2MB", value_parser = parse_body_limit)]
     pub max_body: usize,
+    /// Digests pinned for pulls this node makes when asked remotely (TOML,
+    /// `[[model]] ref = "hf:..." sha256 = "..."`).
+    #[arg(long, env = "STRATA_CATALOG")]
+    pub catalog: Option<PathBuf>,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -79,6 +86,7 @@ struct LocalWorker {
     config: ApiConfig,
     /// The bytes placed on each GPU, for desktop yield.
     own_bytes: BTreeMap<u32, u64>,
+    models: NodeModels,
 }
 
 impl LocalWorker {
@@ -125,7 +133,13 @@ impl LocalWorker {
             api_key,
             max_body_bytes: args.max_body,
         };
+        let catalog = match &args.catalog {
+            Some(path) => Catalog::load(path)?,
+            None => Catalog::default(),
+        };
+        let models = NodeModels::new(HubCache::locate(args.model.model_dir.as_deref()), catalog);
         Ok(Self {
+            models,
             loaded,
             id,
             resources,
@@ -139,7 +153,7 @@ impl LocalWorker {
         if !self.own_bytes.is_empty() {
             self.resources.watch_gpus(discover(), self.own_bytes);
         }
-        AppState::new(self.loaded, self.id, self.resources, self.config)
+        AppState::new(self.loaded, self.id, self.resources, self.config).with_models(self.models)
     }
 }
 

@@ -36,6 +36,8 @@ pub struct LoadedModel {
     pub plan: Plan,
     pub devices: Vec<ResolvedDevice>,
     pub ctx_size: usize,
+    /// The file it was loaded from.
+    pub path: std::path::PathBuf,
 }
 
 /// What `strata plan` shows.
@@ -122,5 +124,6 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel, EngineError> {
         plan: report.plan,
         devices: report.devices,
         ctx_size: report.ctx_size,
+        path: opts.model.clone(),
     })
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::registry::store_error;
 use super::service::Scheduler;
-use super::{gateway, registry};
+use super::{gateway, node_models, registry};
 use crate::api::auth::require_key;
 use crate::api::metrics::track;
 use crate::api::{with_fallbacks, ApiError};
@@ -41,7 +41,14 @@ pub fn routes(s: Scheduler) -> Router {
         .route("/v1/chat/completions", post(gateway::chat))
         .route("/v1/completions", post(gateway::completions))
         .route("/v1/models", get(gateway::models))
-        .route("/v1/models/{id}", get(gateway::model));
+        .route("/v1/models/{id}", get(gateway::model))
+        .route("/v1/nodes/{id}/models", get(node_models::list))
+        .route("/v1/nodes/{id}/models/pull", post(node_models::pull))
+        .route("/v1/nodes/{id}/models/pull/{job}", get(node_models::job))
+        .route(
+            "/v1/nodes/{id}/models/{*model}",
+            delete(node_models::delete),
+        );
     Router::new()
         .route("/v1/nodes/register", post(registry::register))
         .route("/v1/nodes/{id}/heartbeat", post(registry::heartbeat))

@@ -8,7 +8,8 @@
 //! - [`clock`]: the monotonic clock leases are timed with.
 //! - [`service`]: configuration, eligibility, picking, the sweep loop;
 //!   [`registry`]: the lease API; [`gateway`]: forwarding with failover;
-//!   [`http`]: the router; [`metrics`]: the gateway's Prometheus metrics.
+//!   [`http`]: the router; [`metrics`]: the gateway's Prometheus metrics;
+//!   [`node_models`]: a node's model store managed through the scheduler.
 
 pub mod clock;
 pub mod embedded;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod node_models;
 pub mod policy;
 pub mod redis_store;
 pub mod registry;

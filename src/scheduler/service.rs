@@ -18,6 +18,8 @@ use super::store::{Store, StoreError};
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// A node whose lease lapsed this long ago is removed.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
+/// How long a call to manage a node's models may take by default.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most nodes one request is tried on before the gateway gives up.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
 
@@ -37,6 +39,8 @@ pub struct SchedulerConfig {
     /// Per-attempt time allowed to get response headers from a worker.
     pub connect_timeout: Duration,
     pub max_body_bytes: usize,
+    /// How long a call to manage a node's models may take.
+    pub node_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -51,6 +55,7 @@ impl Default for SchedulerConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             connect_timeout: Duration::from_secs(10),
             max_body_bytes: crate::api::DEFAULT_MAX_BODY_BYTES,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
         }
     }
 }
