@@ -110,7 +110,7 @@ async fn dropped_streams_free_their_slots_and_stop_generating() {
     let mut settings = common::fast_settings(16);
     settings.decode_pause = Duration::from_millis(10);
     let (_d, state) = common::api_state(settings, ApiConfig::default());
-    let engine = state.engine.clone();
+    let engine = state.pool.engines()[0].1.clone();
     let admission = state.resources.admission().clone();
     let metrics = state.metrics.clone();
     let base = serve(state).await;

@@ -113,7 +113,12 @@ impl Metrics {
 
     /// The text exposition, with the live gauges read from `state`.
     pub fn render(&self, state: &AppState) -> String {
-        self.queue_depth.set(state.engine.queue_depth() as i64);
+        let engines = state.pool.engines();
+        let queued: usize = engines.iter().map(|(_, e)| e.queue_depth()).sum();
+        self.queue_depth.set(queued as i64);
+        for d in state.pool.devices_status() {
+            self.set_device(&d.label, d.budget, d.used);
+        }
         let status = state.resources.status();
         self.in_flight.set(status.in_flight as i64);
         self.yielding.set(i64::from(status.yielding.is_some()));

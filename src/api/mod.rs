@@ -31,7 +31,8 @@ use serde_json::json;
 
 pub use error::ApiError;
 
-use crate::engine::{EngineHandle, LoadedModel};
+use crate::engine::{LoadedModel, ModelLease, ModelPool, PoolError};
+use crate::resources::Admitted;
 use crate::resources::ResourceManager;
 use crate::scheduler::gateway::EPOCH_HEADER;
 use crate::worker::fence::Fence;
@@ -64,7 +65,7 @@ impl Default for ApiConfig {
     }
 }
 
-/// The model this worker serves.
+/// A model loaded for serving.
 pub struct ServedModel {
     /// The name clients pass as `model`.
     pub id: String,
@@ -76,8 +77,8 @@ pub struct ServedModel {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub model: Arc<ServedModel>,
-    pub engine: EngineHandle,
+    /// The models this worker serves, loaded by demand.
+    pub pool: Arc<ModelPool>,
     pub resources: Arc<ResourceManager>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ApiConfig>,
@@ -88,28 +89,27 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Starts the engine over `loaded` and readies the metrics.
+    /// Serves `loaded` alone, kept loaded for good.
     pub fn new(
         loaded: LoadedModel,
         id: String,
         resources: Arc<ResourceManager>,
         config: ApiConfig,
     ) -> Self {
-        let loaded = Arc::new(loaded);
-        let metrics = Arc::new(Metrics::new());
-        for d in &loaded.plan.devices {
-            metrics.set_device(&d.label, d.budget, d.total_bytes);
-        }
+        let pool = ModelPool::with_loaded(loaded, id, resources.settings().decode_pause);
+        Self::with_pool(pool, resources, config)
+    }
+
+    /// Serves the models of `pool`.
+    pub fn with_pool(
+        pool: Arc<ModelPool>,
+        resources: Arc<ResourceManager>,
+        config: ApiConfig,
+    ) -> Self {
         Self {
-            model: Arc::new(ServedModel {
-                id,
-                created: respond::unix_now(),
-                decode_pause: resources.settings().decode_pause,
-                loaded: loaded.clone(),
-            }),
-            engine: EngineHandle::spawn(loaded),
+            pool,
             resources,
-            metrics,
+            metrics: Arc::new(Metrics::new()),
             config: Arc::new(config),
             fence: Arc::new(Fence::default()),
             models: Arc::new(NodeModels::from_env()),
@@ -171,8 +171,9 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     fenced(&s, &headers)?;
-    let valid = validate_chat(req, &s.model)?;
-    serve(s, valid, arrived).await
+    let (admitted, lease) = admit(&s, &req.model).await?;
+    let valid = validate_chat(req, &lease.model)?;
+    serve(s, admitted, lease, valid, arrived).await
 }
 
 async fn completions(
@@ -182,41 +183,83 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     fenced(&s, &headers)?;
-    let valid = validate_completion(req, &s.model)?;
-    serve(s, valid, arrived).await
+    let (admitted, lease) = admit(&s, &req.model).await?;
+    let valid = validate_completion(req, &lease.model)?;
+    serve(s, admitted, lease, valid, arrived).await
 }
 
-/// Admission, then the engine, then the response.
-async fn serve(s: AppState, valid: ValidRequest, arrived: Instant) -> Result<Response, ApiError> {
+/// A known model first (404 at once), then admission by the resource
+/// manager, then the model held loaded (loading it if need be).
+async fn admit(s: &AppState, model: &str) -> Result<(Admitted, ModelLease), ApiError> {
+    if !s.pool.contains(model) {
+        return Err(pool_error(PoolError::Unknown {
+            asked: model.to_string(),
+            served: s.pool.served(),
+        }));
+    }
     let admitted = s.resources.admit().await?;
     s.metrics
         .throttle_wait
         .observe(admitted.throttle_wait.as_secs_f64());
-    let events = s
-        .engine
-        .submit(valid.generate)
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let meta = ResponseMeta::new(valid.endpoint, &s.model.id, valid.include_usage, arrived);
-    if valid.stream {
-        Ok(respond::stream(meta, events, admitted.permit, s.metrics.clone()).into_response())
-    } else {
-        respond::collect(meta, events, admitted.permit, s.metrics.clone()).await
+    let lease = s.pool.acquire(model).await.map_err(pool_error)?;
+    Ok((admitted, lease))
+}
+
+fn pool_error(e: PoolError) -> ApiError {
+    match &e {
+        PoolError::Unknown { .. } => ApiError::unknown_model(e.to_string()),
+        PoolError::NoRoom { .. } => ApiError::unavailable(e.to_string()),
+        PoolError::NeverFits { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            e.to_string(),
+        )
+        .with_code("model_does_not_fit"),
+        PoolError::LoadFailed { .. } => ApiError::internal(e.to_string()),
     }
 }
 
-fn card(m: &ServedModel) -> ModelCard {
+/// The engine, then the response; the permit and the lease live as long
+/// as the response does.
+async fn serve(
+    s: AppState,
+    admitted: Admitted,
+    lease: ModelLease,
+    valid: ValidRequest,
+    arrived: Instant,
+) -> Result<Response, ApiError> {
+    let events = lease
+        .engine
+        .submit(valid.generate)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let meta = ResponseMeta::new(
+        valid.endpoint,
+        &lease.model.id,
+        valid.include_usage,
+        arrived,
+    );
+    let held: Box<dyn Send> = Box::new((admitted.permit, lease));
+    if valid.stream {
+        Ok(respond::stream(meta, events, held, s.metrics.clone()).into_response())
+    } else {
+        respond::collect(meta, events, held, s.metrics.clone()).await
+    }
+}
+
+fn card(id: &str, created: u64) -> ModelCard {
     ModelCard {
-        id: m.id.clone(),
+        id: id.to_string(),
         object: "model",
-        created: m.created,
+        created,
         owned_by: "strata",
     }
 }
 
 async fn models(State(s): State<AppState>) -> Json<ModelList> {
+    let created = s.pool.created();
     Json(ModelList {
         object: "list",
-        data: vec![card(&s.model)],
+        data: s.pool.ids().iter().map(|id| card(id, created)).collect(),
     })
 }
 
@@ -224,10 +267,13 @@ async fn model(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    if id == s.model.id {
-        Ok(Json(card(&s.model)))
+    if s.pool.contains(&id) {
+        Ok(Json(card(&id, s.pool.created())))
     } else {
-        Err(ApiError::model_not_found(&id, &s.model.id))
+        Err(pool_error(PoolError::Unknown {
+            asked: id,
+            served: s.pool.served(),
+        }))
     }
 }
 
@@ -236,19 +282,27 @@ async fn health(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `/health`: 200 while the engine answers (503 when it stalled), with
-/// the engine's and the resource manager's state.
+/// `/health`: 200 while every loaded engine answers (503 when one
+/// stalled), with the models (loaded or not, bytes on each device), the
+/// devices' budgets and use, and the resource manager's state.
 pub fn health_report(s: &AppState) -> (StatusCode, serde_json::Value) {
-    let healthy = s.engine.is_healthy(ENGINE_STALL);
+    let engines = s.pool.engines();
+    let healthy = engines.iter().all(|(_, e)| e.is_healthy(ENGINE_STALL));
     let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let ids = s.pool.ids();
     let body = json!({
         "status": if healthy { "ok" } else { "unhealthy" },
-        "model": s.model.id,
-        "engine": {"busy": s.engine.is_busy(), "queue_depth": s.engine.queue_depth()},
+        "model": ids.first(),
+        "models": s.pool.models_status(),
+        "devices": s.pool.devices_status(),
+        "engine": {
+            "busy": engines.iter().any(|(_, e)| e.is_busy()),
+            "queue_depth": engines.iter().map(|(_, e)| e.queue_depth()).sum::<usize>(),
+        },
         "resources": s.resources.status(),
     });
     (status, body)

@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::{EngineEvent, Summary};
-use crate::resources::Permit;
 
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -151,10 +150,10 @@ impl TokenClock {
 pub async fn collect(
     meta: ResponseMeta,
     mut events: UnboundedReceiver<EngineEvent>,
-    permit: Permit,
+    held: Box<dyn Send>,
     metrics: Arc<Metrics>,
 ) -> Result<Response, ApiError> {
-    let _permit = permit;
+    let _held = held;
     let mut clock = TokenClock {
         metrics,
         arrived: meta.arrived,
@@ -183,7 +182,8 @@ struct StreamState {
     clock: TokenClock,
     pending: VecDeque<Event>,
     finished: bool,
-    _permit: Permit,
+    /// The admission permit and the model lease, freed with the stream.
+    _held: Box<dyn Send>,
 }
 
 impl Drop for StreamState {
@@ -202,7 +202,7 @@ fn data(v: &Value) -> Event {
 pub fn stream(
     meta: ResponseMeta,
     events: UnboundedReceiver<EngineEvent>,
-    permit: Permit,
+    held: Box<dyn Send>,
     metrics: Arc<Metrics>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut pending = VecDeque::new();
@@ -219,7 +219,7 @@ pub fn stream(
         events,
         pending,
         finished: false,
-        _permit: permit,
+        _held: held,
     };
     let s = stream::unfold(state, |mut st| async move {
         loop {

@@ -187,7 +187,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = LocalWorker::load(args)?;
     runtime()?.block_on(async move {
         let state = worker.start();
-        let id = state.model.id.clone();
+        let id = state.pool.ids().join("`, `");
         let (public, public_addr) = bind(&args.host, args.port).await?;
         let (internal, internal_addr) = bind("127.0.0.1", 0).await?;
         let join_token = format!("{:032x}", rand::random::<u128>());
@@ -244,7 +244,7 @@ pub fn run_worker(args: &ServeArgs, mut agent: AgentConfig) -> anyhow::Result<()
     let worker = LocalWorker::load(args)?;
     runtime()?.block_on(async move {
         let state = worker.start();
-        let id = state.model.id.clone();
+        let id = state.pool.ids().join("`, `");
         let (listener, local) = bind(&args.host, args.port).await?;
         if agent.advertise.is_empty() {
             agent.advertise = format!("http://{local}");

@@ -1,14 +1,17 @@
 //! The engine: a model loaded onto its planned devices with its tokenizer,
-//! and the generation loop that runs requests through it.
+//! and the generation loop that runs requests through it; the pool of
+//! models a worker loads and unloads by demand.
 
 pub mod actor;
 pub mod generate;
 pub mod load;
+pub mod pool;
 pub mod stop;
 
 pub use actor::{EngineEvent, EngineHandle, EngineStopped, Summary};
 pub use generate::{generate, generate_steps, FinishReason, GenerateRequest, Generation, Step};
 pub use load::{load, plan_for, LoadOptions, LoadedModel, PlanReport};
+pub use pool::{ModelLease, ModelPool, ModelSpec, PoolError, PoolOptions};
 
 use crate::devices::DeviceError;
 use crate::model::error::candle_message;

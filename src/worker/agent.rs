@@ -56,22 +56,19 @@ impl Agent {
     fn info(&self) -> NodeInfo {
         let devices = self
             .state
-            .model
-            .loaded
-            .plan
-            .devices
-            .iter()
-            .zip(&self.state.model.loaded.devices)
-            .map(|(p, d)| DeviceReport {
-                label: p.label.clone(),
+            .pool
+            .devices_status()
+            .into_iter()
+            .map(|d| DeviceReport {
+                label: d.label,
                 total: d.total,
-                budget: p.budget,
-                used: p.total_bytes,
+                budget: d.budget,
+                used: d.used,
             })
             .collect();
         NodeInfo {
             endpoint: self.cfg.advertise.clone(),
-            models: vec![self.state.model.id.clone()],
+            models: self.state.pool.ids(),
             mode: self.state.resources.settings().mode.to_string(),
             devices,
         }
@@ -79,12 +76,15 @@ impl Agent {
 
     fn load(&self, tokens_per_s: f64) -> LoadReport {
         let r = self.state.resources.status();
+        let engines = self.state.pool.engines();
         LoadReport {
             in_flight: r.in_flight,
             max_in_flight: r.max_in_flight,
-            queue_depth: self.state.engine.queue_depth(),
+            queue_depth: engines.iter().map(|(_, e)| e.queue_depth()).sum(),
             yielding: r.yielding.is_some(),
-            healthy: self.state.engine.is_healthy(crate::api::ENGINE_STALL),
+            healthy: engines
+                .iter()
+                .all(|(_, e)| e.is_healthy(crate::api::ENGINE_STALL)),
             tokens_per_s,
         }
     }
@@ -159,7 +159,7 @@ impl Agent {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut tokens_before = self.state.engine.tokens_generated();
+        let mut tokens_before = self.state.pool.tokens_generated();
         let mut measured_since = std::time::Instant::now();
         'register: loop {
             let Some(lease) = self.register(&mut stop).await else {
@@ -178,7 +178,7 @@ impl Agent {
                         return;
                     }
                 }
-                let tokens = self.state.engine.tokens_generated();
+                let tokens = self.state.pool.tokens_generated();
                 let elapsed = measured_since.elapsed().as_secs_f64().max(1e-3);
                 let rate = (tokens - tokens_before) as f64 / elapsed;
                 tokens_before = tokens;

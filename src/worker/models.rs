@@ -142,10 +142,13 @@ fn hub_file(model: &str) -> Result<HubFile, ApiError> {
     }
 }
 
-/// The files this worker serves, as canonical paths.
-fn loaded_files(s: &AppState) -> Vec<PathBuf> {
-    std::fs::canonicalize(&s.model.loaded.path)
+/// The files of the models this worker has loaded, as canonical paths,
+/// with the models' names.
+fn loaded_files(s: &AppState) -> Vec<(String, PathBuf)> {
+    s.pool
+        .files_in_use()
         .into_iter()
+        .filter_map(|(id, p)| Some((id, std::fs::canonicalize(p).ok()?)))
         .collect()
 }
 
@@ -157,7 +160,8 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<serde_json::Value>, 
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("reading the model store: {e}")))?;
     for e in &mut entries {
-        e.loaded = std::fs::canonicalize(&e.path).is_ok_and(|p| loaded.contains(&p));
+        e.loaded =
+            std::fs::canonicalize(&e.path).is_ok_and(|p| loaded.iter().any(|(_, l)| *l == p));
     }
     Ok(Json(serde_json::json!({
         "store": s.models.cache.root().display().to_string(),
@@ -245,14 +249,15 @@ pub async fn delete(
             ),
         ));
     };
-    if std::fs::canonicalize(&path).is_ok_and(|p| loaded_files(&s).contains(&p)) {
+    let blob = std::fs::canonicalize(&path).ok();
+    if let Some((id, _)) = loaded_files(&s)
+        .into_iter()
+        .find(|(_, p)| Some(p) == blob.as_ref())
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "invalid_request_error",
-            format!(
-                "{file} is in use: this worker serves it as `{}`; stop serving it first",
-                s.model.id
-            ),
+            format!("{file} is in use: this worker has it loaded as `{id}`; stop serving it first"),
         )
         .with_code("model_in_use"));
     }
