@@ -5,6 +5,7 @@ pub mod all_in_one;
 pub mod devices;
 pub mod generate;
 pub mod listen;
+pub mod local_worker;
 pub mod make_model;
 pub mod model_args;
 pub mod models;

@@ -18,9 +18,11 @@ pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// GGUF model: a file, or hf:OWNER/REPO/FILE.gguf[@REVISION] from the
-    /// model store (`strata models pull` puts it there).
+    /// model store (`strata models pull` puts it there). `serve` and
+    /// `worker` take it more than once (`-m a.gguf -m b.gguf`) and load
+    /// each by demand.
     #[arg(long, short = 'm', default_value = DEFAULT_MODEL, env = "STRATA_MODEL")]
-    pub model: ModelRef,
+    pub model: Vec<ModelRef>,
     /// The model store [default: HF_HUB_CACHE, else $HF_HOME/hub, else
     /// ~/.cache/huggingface/hub].
     #[arg(long, env = "STRATA_MODEL_DIR")]
@@ -97,10 +99,14 @@ pub fn auto_devices(probe: &dyn DeviceProbe) -> DeviceList {
 }
 
 impl ModelArgs {
-    /// The model's file: the path given, or where the store keeps a hub
-    /// reference.
-    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
-        match &self.model {
+    /// The models' files: the paths given, or where the store keeps hub
+    /// references.
+    pub fn model_paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.model.iter().map(|m| self.resolve(m)).collect()
+    }
+
+    fn resolve(&self, model: &ModelRef) -> anyhow::Result<PathBuf> {
+        match model {
             ModelRef::Path(p) => Ok(p.clone()),
             ModelRef::Hub(h) => {
                 let store = HubCache::locate(self.model_dir.as_deref());
@@ -114,10 +120,31 @@ impl ModelArgs {
         }
     }
 
-    /// Load options with `policy` budgeting devices listed without one.
+    /// The one model of a command that takes one.
+    pub fn model_path(&self) -> anyhow::Result<PathBuf> {
+        match self.model.as_slice() {
+            [one] => self.resolve(one),
+            many => anyhow::bail!(
+                "this command takes one model; `-m` was given {} times",
+                many.len()
+            ),
+        }
+    }
+
+    /// Load options of the one model with `policy` budgeting devices
+    /// listed without one.
     pub fn load_options(&self, policy: BudgetPolicy) -> anyhow::Result<LoadOptions> {
+        self.load_options_for(self.model_path()?, policy)
+    }
+
+    /// Load options of the file `model`.
+    pub fn load_options_for(
+        &self,
+        model: PathBuf,
+        policy: BudgetPolicy,
+    ) -> anyhow::Result<LoadOptions> {
         Ok(LoadOptions {
-            model: self.model_path()?,
+            model,
             devices: self
                 .devices
                 .clone()

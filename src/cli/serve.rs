@@ -16,28 +16,22 @@
 //! its scheduler, then the servers stop accepting, let in-flight requests
 //! finish for up to `--shutdown-timeout`, cut what is left and exit 0.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 
 use super::all_in_one;
 use super::listen::{bind, reachable, Serving};
+use super::local_worker::LocalWorker;
 use super::model_args::ModelArgs;
-use crate::api::{app, ApiConfig, AppState, DEFAULT_MAX_BODY_BYTES};
-use crate::devices::{parse_bytes, DeviceKind, HumanBytes};
-use crate::engine::load;
-use crate::model_store::catalog::Catalog;
-use crate::model_store::HubCache;
-use crate::resources::{discover, ResourceManager};
+use crate::api::{app, DEFAULT_MAX_BODY_BYTES};
+use crate::devices::parse_bytes;
 use crate::scheduler::clock::MonotonicClock;
 use crate::scheduler::service::{Scheduler, SchedulerConfig};
 use crate::scheduler::store::MemoryStore;
 use crate::worker::agent::{self, AgentConfig};
-use crate::worker::models::NodeModels;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -66,9 +60,44 @@ pub struct ServeArgs {
     /// `[[model]] ref = "hf:..." sha256 = "..."`).
     #[arg(long, env = "STRATA_CATALOG")]
     pub catalog: Option<PathBuf>,
+    /// With several `-m`: a model's priority, `NAME=N` (higher wins room;
+    /// default 0). Repeat for each.
+    #[arg(long = "priority", value_parser = parse_priority)]
+    pub priorities: Vec<(String, i32)>,
+    /// With several `-m`: unload a model idle this long (`never` keeps
+    /// models until room is needed).
+    #[arg(long, default_value = "5m", value_parser = parse_keep_alive)]
+    pub keep_alive: KeepAlive,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// `--keep-alive`: a duration, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive(pub Option<Duration>);
+
+fn parse_keep_alive(s: &str) -> Result<KeepAlive, String> {
+    if s.eq_ignore_ascii_case("never") {
+        return Ok(KeepAlive(None));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(KeepAlive(Some(d))),
+        _ => Err(format!(
+            "must be a duration of at least 1s (like 5m) or `never`, got `{s}`"
+        )),
+    }
+}
+
+fn parse_priority(s: &str) -> Result<(String, i32), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("must be NAME=N (N an integer), got `{s}`"))?;
+    let n = n
+        .trim()
+        .parse::<i32>()
+        .map_err(|_| format!("must be NAME=N (N an integer), got `{s}`"))?;
+    Ok((name.trim().to_string(), n))
 }
 
 fn parse_body_limit(s: &str) -> Result<usize, String> {
@@ -76,100 +105,6 @@ fn parse_body_limit(s: &str) -> Result<usize, String> {
         .filter(|&b| (1024..=1 << 30).contains(&b))
         .map(|b| b as usize)
         .ok_or_else(|| format!("must be a size from 1KiB to 1GiB, like 2MB (default {DEFAULT_MAX_BODY_BYTES} bytes), got `{s}`"))
-}
-
-/// The local worker, loaded and ready to serve.
-struct LocalWorker {
-    loaded: crate::engine::LoadedModel,
-    id: String,
-    resources: Arc<ResourceManager>,
-    config: ApiConfig,
-    /// The bytes placed on each GPU, for desktop yield.
-    own_bytes: BTreeMap<u32, u64>,
-    models: NodeModels,
-}
-
-impl LocalWorker {
-    /// Resolves the settings, applies the priority, loads the model.
-    fn load(args: &ServeArgs) -> anyhow::Result<Self> {
-        let settings = args.model.resources.resolve()?.settings;
-        let resources = ResourceManager::new(settings);
-        resources.apply_priority();
-        let api_key = read_api_key(args)?;
-        let opts = args.model.load_options(resources.budget_policy())?;
-        if !opts.model.exists() {
-            anyhow::bail!(
-                "model file {} not found: run `scripts/fetch-models` for the default model, \
-                 `strata make-model --out FILE` for a synthetic one, or pass `-m FILE`",
-                opts.model.display()
-            );
-        }
-        let id = args.model_name.clone().unwrap_or_else(|| {
-            opts.model
-                .file_stem()
-                .map_or("model".into(), |s| s.to_string_lossy().into_owned())
-        });
-        let loaded = load(&opts)?;
-        for d in loaded.plan.devices.iter().filter(|d| !d.layers.is_empty()) {
-            tracing::info!(
-                device = %d.label,
-                layers = format!("{}-{}", d.layers.start, d.layers.end - 1),
-                planned = %HumanBytes(d.total_bytes),
-                budget = %HumanBytes(d.budget),
-                "placement"
-            );
-        }
-        let own_bytes = loaded
-            .plan
-            .devices
-            .iter()
-            .zip(&loaded.devices)
-            .filter_map(|(p, d)| match d.kind {
-                DeviceKind::Cuda(i) => Some((i as u32, p.total_bytes)),
-                DeviceKind::Cpu => None,
-            })
-            .collect();
-        let config = ApiConfig {
-            api_key,
-            max_body_bytes: args.max_body,
-        };
-        let catalog = match &args.catalog {
-            Some(path) => Catalog::load(path)?,
-            None => Catalog::default(),
-        };
-        let models = NodeModels::new(HubCache::locate(args.model.model_dir.as_deref()), catalog);
-        Ok(Self {
-            models,
-            loaded,
-            id,
-            resources,
-            config,
-            own_bytes,
-        })
-    }
-
-    /// Starts the engine and the GPU watch (inside the runtime).
-    fn start(self) -> AppState {
-        if !self.own_bytes.is_empty() {
-            self.resources.watch_gpus(discover(), self.own_bytes);
-        }
-        AppState::new(self.loaded, self.id, self.resources, self.config).with_models(self.models)
-    }
-}
-
-fn read_api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
-    let Some(path) = &args.api_key_file else {
-        return Ok(args.api_key.clone().filter(|k| !k.is_empty()));
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading `--api-key-file` {}", path.display()))?;
-    let key = text.lines().next().unwrap_or("").trim().to_string();
-    anyhow::ensure!(
-        !key.is_empty(),
-        "`--api-key-file` {} is empty",
-        path.display()
-    );
-    Ok(Some(key))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -186,7 +121,7 @@ const REGISTRATION_WAIT: Duration = Duration::from_secs(15);
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let worker = LocalWorker::load(args)?;
     runtime()?.block_on(async move {
-        let state = worker.start();
+        let state = worker.start().await?;
         let id = state.pool.ids().join("`, `");
         let (public, public_addr) = bind(&args.host, args.port).await?;
         let (internal, internal_addr) = bind("127.0.0.1", 0).await?;
@@ -243,7 +178,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 pub fn run_worker(args: &ServeArgs, mut agent: AgentConfig) -> anyhow::Result<()> {
     let worker = LocalWorker::load(args)?;
     runtime()?.block_on(async move {
-        let state = worker.start();
+        let state = worker.start().await?;
         let id = state.pool.ids().join("`, `");
         let (listener, local) = bind(&args.host, args.port).await?;
         if agent.advertise.is_empty() {

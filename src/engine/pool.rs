@@ -235,6 +235,25 @@ impl ModelPool {
         self.lock().iter().map(|s| s.spec.id.clone()).collect()
     }
 
+    pub fn keep_alive(&self) -> Option<Duration> {
+        self.opts.keep_alive
+    }
+
+    /// Whether every model could load on the empty devices (a model that
+    /// never could is an error at start, not at its first request).
+    pub fn check_fits(&self) -> Result<(), PoolError> {
+        let full: Vec<u64> = self.opts.devices.iter().map(|d| d.budget).collect();
+        let specs: Vec<ModelSpec> = self.lock().iter().map(|s| s.spec.clone()).collect();
+        for spec in specs {
+            self.plan_bytes(&spec, &full)
+                .map_err(|e| PoolError::NeverFits {
+                    id: spec.id.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
     /// The models it serves, as `a`, `b` (for messages).
     pub fn served(&self) -> String {
         served_list(&self.lock())
