@@ -26,8 +26,14 @@ use crate::resources::{discover, ResourceManager};
 use crate::worker::models::NodeModels;
 
 enum Models {
-    One { loaded: LoadedModel, id: String },
-    Pool { pool: Arc<ModelPool>, first: String },
+    One {
+        loaded: Box<LoadedModel>,
+        id: String,
+    },
+    Pool {
+        pool: Arc<ModelPool>,
+        first: String,
+    },
 }
 
 pub struct LocalWorker {
@@ -120,7 +126,13 @@ impl LocalWorker {
                 DeviceKind::Cpu => None,
             })
             .collect();
-        Ok((Models::One { loaded, id }, own_bytes))
+        Ok((
+            Models::One {
+                loaded: Box::new(loaded),
+                id,
+            },
+            own_bytes,
+        ))
     }
 
     fn plan_pool(
@@ -201,7 +213,7 @@ impl LocalWorker {
             self.resources.watch_gpus(discover(), self.own_bytes);
         }
         let state = match self.models {
-            Models::One { loaded, id } => AppState::new(loaded, id, self.resources, self.config),
+            Models::One { loaded, id } => AppState::new(*loaded, id, self.resources, self.config),
             Models::Pool { pool, first } => {
                 drop(
                     pool.acquire(&first)
