@@ -13,7 +13,7 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::GgmlDType;
-use common::{spawn_strata, ServeProcess};
+use common::{nodes, spawn_strata, wait_for, ServeProcess};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -73,31 +73,6 @@ fn spawn_worker(scheduler: &str, model: &str, extra: &[&str]) -> ServeProcess {
         "256",
     ];
     spawn_strata(&[&args[..], extra].concat())
-}
-
-async fn nodes(base: &str) -> Value {
-    reqwest::get(format!("{base}/v1/nodes"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls `/v1/nodes` until `ok` holds, or fails after `within`.
-async fn wait_for(base: &str, within: Duration, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = nodes(base).await;
-        if ok(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not within {within:?}: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn node_of<'a>(v: &'a Value, endpoint: &str) -> &'a Value {

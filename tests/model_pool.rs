@@ -79,15 +79,8 @@ fn serve(paths: &[PathBuf], budget: u64, extra: &[&str]) -> common::ServeProcess
     server
 }
 
-async fn health(client: &reqwest::Client, base: &str) -> Value {
-    client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+async fn health(base: &str) -> Value {
+    common::get_json(&format!("{base}/health")).await
 }
 
 fn loaded(h: &Value) -> BTreeSet<String> {
@@ -134,14 +127,7 @@ async fn alternating_requests_unload_the_least_recently_used_idle_model() {
     let base = server.base.clone();
     let client = reqwest::Client::new();
 
-    let models: Value = client
-        .get(format!("{base}/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = common::get_json(&format!("{base}/v1/models")).await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -149,7 +135,7 @@ async fn alternating_requests_unload_the_least_recently_used_idle_model() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["a", "b", "c"]);
-    let h = health(&client, &base).await;
+    let h = health(&base).await;
     assert_eq!(
         loaded(&h),
         set(&["a"]),
@@ -161,7 +147,7 @@ async fn alternating_requests_unload_the_least_recently_used_idle_model() {
     for model in order {
         let body = complete(&client, &base, model).await;
         assert_eq!(body["model"], model);
-        let h = health(&client, &base).await;
+        let h = health(&base).await;
         within_budget(&h);
         // Room for two: the one used before stays, the older one went.
         assert_eq!(loaded(&h), set(&[previous, model]), "after `{model}`: {h}");
@@ -182,7 +168,7 @@ async fn alternating_requests_unload_the_least_recently_used_idle_model() {
     stream.next().await.unwrap().unwrap();
     complete(&client, &base, "a").await;
     complete(&client, &base, "b").await;
-    let h = health(&client, &base).await;
+    let h = health(&base).await;
     within_budget(&h);
     assert_eq!(loaded(&h), set(&["b", "c"]), "{h}");
     let mut rest = String::new();
@@ -205,7 +191,7 @@ async fn a_higher_priority_model_is_kept_and_one_that_never_fits_is_refused() {
     // `a` used last it would be the other way round without priorities.
     complete(&client, &base, "b").await;
     complete(&client, &base, "c").await;
-    let h = health(&client, &base).await;
+    let h = health(&base).await;
     within_budget(&h);
     assert_eq!(loaded(&h), set(&["a", "c"]), "{h}");
     drop(server);

@@ -75,28 +75,16 @@ async fn a_workers_models_are_pulled_listed_and_deleted_through_the_scheduler() 
         "--ctx-size",
         "128",
     ]));
-    let log = worker.drain();
+    let _log = worker.drain();
+    let v = common::wait_for(
+        &scheduler.base,
+        Duration::from_secs(20),
+        "registration",
+        |v| v["active"] == 1,
+    )
+    .await;
+    let node = v["nodes"][0]["id"].as_str().unwrap().to_string();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let node = loop {
-        let v: Value = client
-            .get(format!("{}/v1/nodes", scheduler.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["active"] == 1 {
-            break v["nodes"][0]["id"].as_str().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node: {:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let remote = |args: &[&str]| {
         strata(
             &[

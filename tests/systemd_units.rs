@@ -123,26 +123,17 @@ async fn a_worker_and_a_scheduler_configured_by_the_file_find_each_other() {
         .concat(),
     );
     let log = worker.drain();
-    let client = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let nodes: serde_json::Value = client
-            .get(format!("{}/v1/nodes", scheduler.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if nodes["active"] == 1 {
-            assert_eq!(nodes["nodes"][0]["info"]["mode"], env["STRATA_MODE"]);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker did not register: {nodes}\n{:?}",
-            log.lock().unwrap()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let v = common::wait_for(
+        &scheduler.base,
+        std::time::Duration::from_secs(20),
+        "the worker's registration",
+        |v| v["active"] == 1,
+    )
+    .await;
+    assert_eq!(
+        v["nodes"][0]["info"]["mode"],
+        env["STRATA_MODE"],
+        "{:?}",
+        log.lock().unwrap()
+    );
 }

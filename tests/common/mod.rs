@@ -198,3 +198,36 @@ impl ServeProcess {
         log
     }
 }
+
+/// `GET url` answered 200 with JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let res = reqwest::get(url).await.unwrap();
+    assert!(res.status().is_success(), "{url}: {}", res.status());
+    res.json().await.unwrap()
+}
+
+/// A scheduler's `/v1/nodes`.
+pub async fn nodes(base: &str) -> serde_json::Value {
+    get_json(&format!("{base}/v1/nodes")).await
+}
+
+/// Polls `/v1/nodes` until `ok` holds, or fails after `within`.
+pub async fn wait_for(
+    base: &str,
+    within: std::time::Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = nodes(base).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} not within {within:?}: {v:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
