@@ -41,6 +41,15 @@ pub struct SchedulerArgs {
     /// (passed on to the workers, which may require the same key).
     #[arg(long, env = "STRATA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// How often every live worker's `/health` is checked.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// How long one health check may take.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub health_timeout: Duration,
+    /// POST every event (JSON) to this URL, with retries.
+    #[arg(long, env = "STRATA_WEBHOOK")]
+    pub webhook: Option<String>,
     /// How long a call to manage a node's models may take.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub node_timeout: Duration,
@@ -78,6 +87,11 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         args.ttl
     );
     anyhow::ensure!(
+        args.health_interval >= Duration::from_millis(100),
+        "`--health-interval` must be at least 100ms, got {:?}",
+        args.health_interval
+    );
+    anyhow::ensure!(
         (1..=16).contains(&args.max_attempts),
         "`--max-attempts` must be from 1 to 16, got {}",
         args.max_attempts
@@ -91,6 +105,9 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         policy: args.selection_policy,
         max_attempts: args.max_attempts,
         node_timeout: args.node_timeout,
+        health_interval: args.health_interval,
+        health_timeout: args.health_timeout,
+        webhook: args.webhook.clone().filter(|w| !w.is_empty()),
         ..SchedulerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -117,6 +134,7 @@ pub fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
         };
         let scheduler = Scheduler::new(store, clock, config);
         scheduler.spawn_sweeper();
+        scheduler.spawn_health_checks();
         let (listener, local) = bind(&args.host, args.port).await?;
         tracing::info!(policy = %args.selection_policy, "scheduler listening on http://{local}");
         eprintln!(

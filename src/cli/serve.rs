@@ -137,6 +137,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             },
         );
         let sweeper = scheduler.spawn_sweeper();
+        let checks = scheduler.spawn_health_checks();
         let front = all_in_one::router(scheduler, state.clone());
         let serving = Serving::start(vec![(public, front), (internal, app(state.clone()))]);
         let (_stop, stopped) = tokio::sync::watch::channel(false);
@@ -167,6 +168,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .until_signal(args.shutdown_timeout, async {
                 agent.abort();
                 sweeper.abort();
+                checks.abort();
             })
             .await;
         result

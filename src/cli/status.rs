@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::print_out;
 use super::table::text_table;
-use crate::scheduler::registry::NodesStatus;
+use crate::scheduler::registry::{NodeStatus, NodesStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -46,6 +46,16 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(print_out(&table(&status))?)
 }
 
+/// The scheduler's checks, and the worker's own word when it disagrees.
+fn health_cell(n: &NodeStatus) -> String {
+    let state = n.health.state.to_string();
+    match (n.record.load.healthy, n.health.consecutive_failures) {
+        (false, _) => format!("{state}, self-reported unhealthy"),
+        (true, 0) => state,
+        (true, f) => format!("{state} ({f} failed)"),
+    }
+}
+
 pub fn table(s: &NodesStatus) -> String {
     let mut rows = vec![[
         "node",
@@ -55,9 +65,12 @@ pub fn table(s: &NodesStatus) -> String {
         "load",
         "yield",
         "health",
+        "uptime %",
         "requests",
         "ok %",
         "latency",
+        "p95",
+        "tok/s",
         "models",
         "endpoint",
     ]
@@ -72,10 +85,15 @@ pub fn table(s: &NodesStatus) -> String {
             format!("{:.1}s", n.lease_left_ms as f64 / 1000.0),
             format!("{}/{}", r.load.in_flight, r.load.max_in_flight),
             if r.load.yielding { "yes" } else { "no" }.into(),
-            if r.load.healthy { "ok" } else { "unhealthy" }.into(),
+            health_cell(n),
+            format!("{:.0}", n.health.uptime_score * 100.0),
             r.stats.requests.to_string(),
             format!("{:.0}", r.stats.success_rate() * 100.0),
             format!("{:.0} ms", r.stats.latency_ms),
+            n.health
+                .latency_p95_ms
+                .map_or("-".into(), |p| format!("{p:.0} ms")),
+            format!("{:.1}", r.load.tokens_per_s),
             r.info.models.join(","),
             r.info.endpoint.clone(),
         ]);

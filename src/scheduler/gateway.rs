@@ -249,6 +249,7 @@ async fn attempt(
         )));
     }
     let _ = s.store.record_result(&node.id, true, latency).await;
+    s.health.record_latency(&node.id, latency);
     Ok(pass_through(response, guard))
 }
 

@@ -13,6 +13,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use futures_util::StreamExt;
+
+use super::events::Level;
 use super::registry::store_error;
 use super::service::Scheduler;
 use super::{gateway, node_models, registry};
@@ -42,6 +45,7 @@ pub fn routes(s: Scheduler) -> Router {
         .route("/v1/completions", post(gateway::completions))
         .route("/v1/models", get(gateway::models))
         .route("/v1/models/{id}", get(gateway::model))
+        .route("/v1/events", get(events))
         .route("/v1/nodes/{id}/models", get(node_models::list))
         .route("/v1/nodes/{id}/models/pull", post(node_models::pull))
         .route("/v1/nodes/{id}/models/pull/{job}", get(node_models::job))
@@ -92,6 +96,65 @@ impl Scheduler {
     /// The gateway's metrics in the Prometheus text format.
     pub async fn render_metrics(&self) -> Result<String, ApiError> {
         let nodes = self.store.list().await.map_err(store_error)?;
-        Ok(self.metrics.render(&nodes, self.now_ms()))
+        Ok(self.metrics.render(&nodes, self.now_ms(), &self.health))
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a larger id.
+    #[serde(default)]
+    after: u64,
+    /// The lowest level wanted (INFO by default).
+    #[serde(default)]
+    level: Option<String>,
+}
+
+/// `/v1/events`: the recent events as JSON, or with `Accept:
+/// text/event-stream` those and then every new one as SSE.
+async fn events(
+    State(s): State<Scheduler>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    let min = match &q.level {
+        Some(l) => l
+            .parse::<Level>()
+            .map_err(|e| ApiError::invalid("level", format!("`level` {e}")))?,
+        None => Level::Info,
+    };
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !sse {
+        return Ok(Json(json!({"events": s.events.since(q.after, min)})).into_response());
+    }
+    // Subscribe first, so nothing falls between the replay and the live.
+    let live = s.events.subscribe();
+    let replay = s.events.since(q.after, min);
+    let last = replay.last().map_or(q.after, |e| e.id);
+    let replay = futures_util::stream::iter(replay);
+    let live = futures_util::stream::unfold(live, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((e, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |e| std::future::ready(e.id > last && e.level >= min));
+    let stream = replay.chain(live).map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            axum::response::sse::Event::default()
+                .event(format!("{:?}", e.level).to_uppercase())
+                .id(e.id.to_string())
+                .json_data(&e)
+                .expect("an event serializes"),
+        )
+    });
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
 }

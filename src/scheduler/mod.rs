@@ -10,10 +10,15 @@
 //!   [`registry`]: the lease API; [`gateway`]: forwarding with failover;
 //!   [`http`]: the router; [`metrics`]: the gateway's Prometheus metrics;
 //!   [`node_models`]: a node's model store managed through the scheduler.
+//! - [`health`]: active health checks' state machine and figures; [`watch`]:
+//!   the rounds that run them and note lapses, restarts, unserved models;
+//!   [`events`]: the alerts they raise.
 
 pub mod clock;
 pub mod embedded;
+pub mod events;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod lease;
 pub mod metrics;
@@ -24,3 +29,4 @@ pub mod redis_store;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod watch;

@@ -40,6 +40,15 @@ pub struct LoadReport {
     pub healthy: bool,
     #[serde(default)]
     pub tokens_per_s: f64,
+    /// Times the worker's supervisor restarted an engine.
+    #[serde(default)]
+    pub engine_restarts: u64,
+    /// The wait before its next restart, should one be needed.
+    #[serde(default)]
+    pub restart_backoff_ms: u64,
+    /// Why the engine last restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<String>,
 }
 
 /// Request figures the gateway keeps per node.

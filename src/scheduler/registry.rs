@@ -10,6 +10,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::events::Level;
+use super::health::HealthFigures;
 use super::lease::{Heartbeat, LeaseError};
 use super::node::{NodeInfo, NodeRecord};
 use super::service::Scheduler;
@@ -56,6 +58,9 @@ pub struct NodeStatus {
     pub active: bool,
     /// Milliseconds of lease left (0 when lapsed).
     pub lease_left_ms: u64,
+    /// This scheduler's health checks of it.
+    #[serde(default)]
+    pub health: HealthFigures,
     #[serde(flatten)]
     pub record: NodeRecord,
 }
@@ -113,7 +118,20 @@ pub async fn register(
         .register(req.node_id, req.info, s.now_ms(), ttl)
         .await
         .map_err(store_error)?;
-    tracing::info!(node = %record.id, epoch = record.epoch, endpoint = %record.info.endpoint, "registered");
+    // A new incarnation starts with a clean health record.
+    s.health.forget(&record.id);
+    s.events.emit(
+        Level::Info,
+        "node_registered",
+        Some(&record.id),
+        None,
+        format!(
+            "registered at {} with epoch {}, serving {}",
+            record.info.endpoint,
+            record.epoch,
+            record.info.models.join(", ")
+        ),
+    );
     Ok(Json(RegisterResponse {
         node_id: record.id,
         lease_id: record.lease_id,
@@ -149,7 +167,14 @@ pub async fn leave(
         .leave(&id, &req.lease_id, req.epoch, s.now_ms())
         .await
         .map_err(store_error)?;
-    tracing::info!(node = %id, "left");
+    s.health.forget(&id);
+    s.events.emit(
+        Level::Info,
+        "node_left",
+        Some(&id),
+        None,
+        "left cleanly".into(),
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -161,6 +186,7 @@ pub async fn nodes(State(s): State<Scheduler>) -> Result<Json<NodesStatus>, ApiE
         .map(|r| NodeStatus {
             active: r.lease_live(now),
             lease_left_ms: r.lease_expires_ms.saturating_sub(now),
+            health: s.health.figures(&r.id),
             record: r,
         })
         .collect();

@@ -9,15 +9,21 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::clock::Clock;
+use super::events::{Events, Level};
+use super::health::{HealthMonitor, HealthState};
 use super::metrics::GatewayMetrics;
 use super::node::NodeRecord;
 use super::policy::{choose, Candidate, Policy};
 use super::store::{Store, StoreError};
+use super::watch::{new_watch, WatchState};
 
 /// Production lease TTL (DESIGN.md: about 30 s, heartbeats every 10 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// A node whose lease lapsed this long ago is removed.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
+/// How often each live node's `/health` is checked by default.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call to manage a node's models may take by default.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most nodes one request is tried on before the gateway gives up.
@@ -41,6 +47,14 @@ pub struct SchedulerConfig {
     pub max_body_bytes: usize,
     /// How long a call to manage a node's models may take.
     pub node_timeout: Duration,
+    /// How often every live node's `/health` is checked, and how long a
+    /// check may take.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// Events kept for `/v1/events`.
+    pub event_capacity: usize,
+    /// Where events are POSTed, when set.
+    pub webhook: Option<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -56,6 +70,10 @@ impl Default for SchedulerConfig {
             connect_timeout: Duration::from_secs(10),
             max_body_bytes: crate::api::DEFAULT_MAX_BODY_BYTES,
             node_timeout: DEFAULT_NODE_TIMEOUT,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            event_capacity: super::events::DEFAULT_CAPACITY,
+            webhook: None,
         }
     }
 }
@@ -68,6 +86,9 @@ pub struct Scheduler {
     pub config: Arc<SchedulerConfig>,
     pub client: reqwest::Client,
     pub metrics: Arc<GatewayMetrics>,
+    pub events: Arc<Events>,
+    pub health: Arc<HealthMonitor>,
+    pub(crate) watch: Arc<Mutex<WatchState>>,
     turn: Arc<AtomicU64>,
     /// Requests this gateway forwarded and has not seen end, per node.
     forwarded: Arc<Mutex<HashMap<String, u64>>>,
@@ -84,7 +105,8 @@ pub enum NoNode {
     NoneServes,
     /// Every live worker serving it yields to its desktop.
     AllYielding,
-    /// Every live worker serving it reports itself unhealthy.
+    /// Every live worker serving it is unhealthy (by its own report or
+    /// this scheduler's health checks).
     AllUnhealthy,
 }
 
@@ -110,12 +132,19 @@ impl Scheduler {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("an HTTP client");
+        let mut events = Events::new(config.event_capacity);
+        if let Some(url) = &config.webhook {
+            events = events.with_webhook(url.clone());
+        }
         Self {
             store,
             clock,
             config: Arc::new(config),
             client,
             metrics: Arc::new(GatewayMetrics::new()),
+            events: Arc::new(events),
+            health: Arc::new(HealthMonitor::default()),
+            watch: new_watch(),
             turn: Arc::new(AtomicU64::new(0)),
             forwarded: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -168,7 +197,12 @@ impl Scheduler {
         if serving.is_empty() {
             return Ok(Err(NoNode::NoneServes));
         }
-        let healthy: Vec<NodeRecord> = serving.iter().filter(|r| r.load.healthy).cloned().collect();
+        // Healthy by its own report and by this scheduler's checks.
+        let healthy: Vec<NodeRecord> = serving
+            .iter()
+            .filter(|r| r.load.healthy && self.health.state(&r.id) != HealthState::Unhealthy)
+            .cloned()
+            .collect();
         if healthy.is_empty() {
             return Ok(Err(NoNode::AllUnhealthy));
         }
@@ -224,7 +258,17 @@ impl Scheduler {
                 match s.store.sweep(s.now_ms(), stale).await {
                     Ok(removed) => {
                         for id in removed {
-                            tracing::info!(node = %id, "removed a stale node");
+                            s.health.forget(&id);
+                            s.events.emit(
+                                Level::Warning,
+                                "node_removed",
+                                Some(&id),
+                                None,
+                                format!(
+                                    "removed: its lease lapsed {:?} ago or more",
+                                    s.config.stale_after
+                                ),
+                            );
                         }
                     }
                     Err(e) => tracing::warn!("sweep failed: {e}"),

@@ -86,6 +86,7 @@ impl Agent {
                 .iter()
                 .all(|(_, e)| e.is_healthy(crate::api::ENGINE_STALL)),
             tokens_per_s,
+            ..LoadReport::default()
         }
     }
 
