@@ -135,11 +135,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/models", get(node_models::list))
         .route("/v1/admin/models/pull", post(node_models::start_pull))
         .route("/v1/admin/models/pull/{job}", get(node_models::pull_status))
-        .route("/v1/admin/models/{*model}", delete(node_models::delete))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key::<AppState>,
-        ));
+        .route("/v1/admin/models/{*model}", delete(node_models::delete));
+    #[cfg(feature = "fault-injection")]
+    let protected = protected.route("/v1/admin/fault", post(inject_fault));
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_key::<AppState>,
+    ));
     let routes = Router::new()
         .route("/health", get(health))
         .merge(protected)
@@ -216,6 +218,11 @@ fn pool_error(e: PoolError) -> ApiError {
         )
         .with_code("model_does_not_fit"),
         PoolError::LoadFailed { .. } => ApiError::internal(e.to_string()),
+        PoolError::Restarting { retry_after, .. } => {
+            let mut out = ApiError::unavailable(e.to_string()).with_code("engine_restarting");
+            out.retry_after = Some(retry_after.as_secs().max(1));
+            out
+        }
     }
 }
 
@@ -313,4 +320,34 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
         [(axum::http::header::CONTENT_TYPE, metrics::TEXT_FORMAT)],
         s.metrics.render(&s),
     )
+}
+
+/// `POST /v1/admin/fault` `{"fault": "panic"|"hang", "model": ID}`: the
+/// model's engine panics or hangs on its next generation. Only in builds
+/// with the `fault-injection` feature (tests).
+#[cfg(feature = "fault-injection")]
+async fn inject_fault(
+    State(s): State<AppState>,
+    Json(req): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::engine::actor::Fault;
+    let fault = match req["fault"].as_str() {
+        Some("panic") => Fault::Panic,
+        Some("hang") => Fault::Hang,
+        other => {
+            return Err(ApiError::invalid(
+                "fault",
+                format!("`fault` must be `panic` or `hang`, got {other:?}"),
+            ))
+        }
+    };
+    let engines = s.pool.engines();
+    let model = req["model"].as_str();
+    let (id, engine) = engines
+        .iter()
+        .find(|(id, _)| model.is_none_or(|m| m == id))
+        .ok_or_else(|| ApiError::invalid("model", "no loaded model by that name"))?;
+    engine.inject(fault);
+    tracing::warn!(model = %id, "fault injected: {fault:?}");
+    Ok(Json(json!({"model": id, "fault": format!("{fault:?}")})))
 }

@@ -6,7 +6,8 @@
 //! go into a [`ModelPool`] over the devices' budgets; each is checked to
 //! fit the devices at start (a model that could never load is an error
 //! now, not at its first request), the first is loaded at once, the others
-//! by demand, and idle ones are unloaded after `--keep-alive`.
+//! by demand, and idle ones are unloaded after `--keep-alive`. Either way a
+//! supervisor restarts an engine that panicked or hung (`--watchdog`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ enum Models {
 
 pub struct LocalWorker {
     models: Models,
+    watchdog: Duration,
     resources: Arc<ResourceManager>,
     config: ApiConfig,
     /// The bytes Strata may hold on each GPU, for desktop yield (NVML's
@@ -84,8 +86,14 @@ impl LocalWorker {
         } else {
             Self::plan_pool(args, &resources, paths)?
         };
+        anyhow::ensure!(
+            args.watchdog >= Duration::from_millis(100),
+            "`--watchdog` must be at least 100ms, got {:?}",
+            args.watchdog
+        );
         Ok(Self {
             models,
+            watchdog: args.watchdog,
             resources,
             config,
             own_bytes,
@@ -228,6 +236,8 @@ impl LocalWorker {
                 AppState::with_pool(pool, self.resources, self.config)
             }
         };
+        let every = (self.watchdog / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        state.pool.spawn_supervisor(self.watchdog, every);
         Ok(state.with_models(self.store))
     }
 }

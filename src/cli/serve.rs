@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// models until room is needed).
     #[arg(long, default_value = "5m", value_parser = parse_keep_alive)]
     pub keep_alive: KeepAlive,
+    /// An engine busy this long with no progress is given up (its requests
+    /// fail) and restarted, like one that panicked.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub watchdog: Duration,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,

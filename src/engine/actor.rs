@@ -6,13 +6,21 @@
 //! sends one [`EngineEvent::Step`] per decode step; when that send fails
 //! (the caller dropped the receiver: the client went away) the generation
 //! stops before the next decode step and the engine takes the next job. A
-//! job whose caller left while it was queued is skipped. A panic inside a
-//! generation fails that job with an error event and the engine goes on.
+//! job whose caller left while it was queued is skipped.
+//!
+//! A panic inside a generation fails that job with an error event and ends
+//! the engine (the model's state may be half-written): it fails the jobs
+//! still queued and marks itself dead with the reason, for the supervisor
+//! ([`super::pool`]) to restart it. An engine that hangs cannot be stopped,
+//! but [`EngineHandle::abandon`] fails every job it holds, so no caller
+//! waits on it in silence. With the `fault-injection` feature (tests only)
+//! a panic or a hang can be injected into the next generation.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -58,8 +66,16 @@ impl From<&Generation> for Summary {
 }
 
 struct Job {
+    id: u64,
     request: GenerateRequest,
     events: mpsc::UnboundedSender<EngineEvent>,
+}
+
+/// A fault to inject into the next generation (`fault-injection` builds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Panic,
+    Hang,
 }
 
 /// Liveness and load of the engine thread, readable without a message.
@@ -74,6 +90,37 @@ pub struct EngineStats {
     tokens: AtomicU64,
     /// Generations stopped because their caller went away.
     cancelled: AtomicU64,
+    /// Why the engine ended, once it has (a panic, or abandoned).
+    death: Mutex<Option<String>>,
+    /// The event senders of the jobs submitted and not finished, so that
+    /// an abandoned engine's callers can be told.
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<EngineEvent>>>,
+    next_job: AtomicU64,
+    /// 0 none, 1 panic, 2 hang (`fault-injection` builds).
+    fault: AtomicUsize,
+}
+
+impl EngineStats {
+    fn finished(&self, job: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
+    }
+
+    fn die(&self, why: String) {
+        let mut death = self.death.lock().unwrap_or_else(|e| e.into_inner());
+        death.get_or_insert(why);
+        self.alive.store(false, Ordering::Release);
+    }
+
+    /// Fails every job not finished with `message`.
+    fn fail_pending(&self, message: &str) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, events) in pending {
+            let _ = events.send(EngineEvent::Failed(message.to_string()));
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -107,12 +154,14 @@ impl EngineHandle {
                 while let Some(job) = rx.blocking_recv() {
                     stats.queued.fetch_sub(1, Ordering::AcqRel);
                     if job.events.is_closed() {
+                        stats.finished(job.id);
                         continue; // the caller left while queued
                     }
                     stats.busy.store(true, Ordering::Release);
                     touch();
                     let _ = job.events.send(EngineEvent::Started);
                     let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        injected_fault(&stats);
                         generate_steps(&model.model, &model.tokenizer, &job.request, |step| {
                             touch();
                             if step.token.is_some() {
@@ -128,22 +177,36 @@ impl EngineHandle {
                             }
                         })
                     }));
-                    let last = match run {
+                    let (last, panicked) = match run {
                         Ok(Ok(g)) => {
                             if g.finish == FinishReason::Cancelled {
                                 stats.cancelled.fetch_add(1, Ordering::AcqRel);
                             }
-                            EngineEvent::Done(Summary::from(&g))
+                            (EngineEvent::Done(Summary::from(&g)), None)
                         }
-                        Ok(Err(e)) => EngineEvent::Failed(e.to_string()),
-                        Err(_) => {
-                            tracing::error!("a generation panicked; the engine goes on");
-                            EngineEvent::Failed("the engine failed on this request".into())
+                        Ok(Err(e)) => (EngineEvent::Failed(e.to_string()), None),
+                        Err(panic) => {
+                            let what = panic_message(panic.as_ref());
+                            tracing::error!(
+                                "a generation panicked ({what}); the engine stops for a restart"
+                            );
+                            (
+                                EngineEvent::Failed(format!(
+                                    "the engine failed on this request ({what}) and restarts"
+                                )),
+                                Some(what),
+                            )
                         }
                     };
                     let _ = job.events.send(last);
+                    stats.finished(job.id);
                     stats.busy.store(false, Ordering::Release);
                     touch();
+                    if let Some(what) = panicked {
+                        stats.die(format!("a generation panicked: {what}"));
+                        stats.fail_pending("the engine failed and restarts; retry the request");
+                        break;
+                    }
                 }
                 stats.alive.store(false, Ordering::Release);
             })
@@ -157,10 +220,28 @@ impl EngineHandle {
         &self,
         request: GenerateRequest,
     ) -> Result<mpsc::UnboundedReceiver<EngineEvent>, EngineStopped> {
+        if self.death().is_some() {
+            return Err(EngineStopped);
+        }
         let (events, rx) = mpsc::unbounded_channel();
+        let id = self.stats.next_job.fetch_add(1, Ordering::AcqRel);
+        self.stats
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, events.clone());
         self.stats.queued.fetch_add(1, Ordering::AcqRel);
-        if self.jobs.send(Job { request, events }).is_err() {
+        if self
+            .jobs
+            .send(Job {
+                id,
+                request,
+                events,
+            })
+            .is_err()
+        {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+            self.stats.finished(id);
             return Err(EngineStopped);
         }
         Ok(rx)
@@ -184,6 +265,42 @@ impl EngineHandle {
         self.stats.busy.load(Ordering::Acquire)
     }
 
+    /// Why the engine ended, once it has.
+    pub fn death(&self) -> Option<String> {
+        self.stats
+            .death
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Busy with no sign of progress for `deadline` (a hang).
+    pub fn stalled(&self, deadline: Duration) -> bool {
+        if !self.is_busy() {
+            return false;
+        }
+        let last = Duration::from_millis(self.stats.progress_ms.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(last) > deadline
+    }
+
+    /// Gives the engine up (it hung): every job it holds fails with
+    /// `why`, and it takes no more.
+    pub fn abandon(&self, why: String) {
+        self.stats.die(why.clone());
+        self.stats
+            .fail_pending(&format!("{why}; the engine restarts, retry the request"));
+    }
+
+    /// Makes the next generation panic or hang (tests only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&self, fault: Fault) {
+        let code = match fault {
+            Fault::Panic => 1,
+            Fault::Hang => 2,
+        };
+        self.stats.fault.store(code, Ordering::Release);
+    }
+
     /// The engine thread runs and, if busy, made progress within `stall`.
     pub fn is_healthy(&self, stall: Duration) -> bool {
         if !self.stats.alive.load(Ordering::Acquire) || self.jobs.is_closed() {
@@ -194,5 +311,25 @@ impl EngineHandle {
         }
         let last = Duration::from_millis(self.stats.progress_ms.load(Ordering::Acquire));
         self.epoch.elapsed().saturating_sub(last) <= stall
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Runs an injected fault, if one is armed (always none in normal builds).
+fn injected_fault(stats: &EngineStats) {
+    match stats.fault.swap(0, Ordering::AcqRel) {
+        1 => panic!("injected fault: panic"),
+        2 => loop {
+            // A hang: no progress, ever.
+            std::thread::park();
+        },
+        _ => {}
     }
 }

@@ -82,6 +82,8 @@ pub enum PoolError {
     NoRoom { id: String, why: String },
     #[error("loading `{id}` failed: {reason}")]
     LoadFailed { id: String, reason: String },
+    #[error("`{id}` is restarting after its engine failed; retry in {} s", retry_after.as_secs().max(1))]
+    Restarting { id: String, retry_after: Duration },
 }
 
 enum State {
@@ -105,6 +107,54 @@ struct Slot {
     pinned: bool,
     /// Why the last load failed, until the next attempt.
     last_error: Option<String>,
+    restarts: Restarts,
+}
+
+/// A model's engine restarts, and the backoff before the next load.
+#[derive(Debug, Default, Clone)]
+struct Restarts {
+    total: u64,
+    /// Restarts in a row, each within [`STREAK_RESET`] of the last.
+    streak: u32,
+    last: Option<(Instant, String)>,
+    /// No load before this.
+    not_before: Option<Instant>,
+}
+
+/// First wait before an engine restarts; doubles per restart in a row.
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// An engine that ran this long since its last restart starts a new
+/// streak.
+pub const STREAK_RESET: Duration = Duration::from_secs(300);
+/// Engines busy with no progress this long are given up by default.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(300);
+
+impl Restarts {
+    /// Records a restart now; the backoff before the engine loads again.
+    fn record(&mut self, why: String) -> Duration {
+        let recent = self
+            .last
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < STREAK_RESET);
+        self.streak = if recent { self.streak + 1 } else { 1 };
+        self.total += 1;
+        let backoff = RESTART_BACKOFF
+            .saturating_mul(1 << (self.streak - 1).min(16))
+            .min(RESTART_BACKOFF_MAX);
+        self.last = Some((Instant::now(), why));
+        self.not_before = Some(Instant::now() + backoff);
+        backoff
+    }
+}
+
+/// Engine restarts of the whole pool, for heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartReport {
+    pub total: u64,
+    /// The wait the last restarted model had (0 before any restart).
+    pub backoff_ms: u64,
+    pub last: Option<String>,
 }
 
 pub struct ModelPool {
@@ -138,7 +188,10 @@ impl Drop for ModelLease {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelStatus {
     pub id: String,
-    /// `loaded`, `loading` or `unloaded`.
+    /// Times its engine was restarted after a panic or a hang.
+    pub restarts: u64,
+    /// `loaded`, `loading`, `unloaded`, or `restarting` (waiting out the
+    /// backoff after its engine failed).
     pub state: &'static str,
     pub priority: i32,
     pub in_flight: usize,
@@ -172,6 +225,7 @@ impl ModelPool {
                 last_used: Instant::now(),
                 pinned,
                 last_error: None,
+                restarts: Restarts::default(),
             })
             .collect();
         Arc::new(Self {
@@ -316,13 +370,18 @@ impl ModelPool {
         self.lock()
             .iter()
             .map(|s| {
+                let restarting = s.restarts.not_before.is_some_and(|t| t > now);
                 let (state, bytes) = match &s.state {
+                    State::Unloaded if restarting => {
+                        ("restarting", vec![0; self.opts.devices.len()])
+                    }
                     State::Unloaded => ("unloaded", vec![0; self.opts.devices.len()]),
                     State::Loading { bytes } => ("loading", bytes.clone()),
                     State::Loaded { bytes, .. } => ("loaded", bytes.clone()),
                 };
                 ModelStatus {
                     id: s.spec.id.clone(),
+                    restarts: s.restarts.total,
                     state,
                     priority: s.spec.priority,
                     in_flight: s.in_flight,
@@ -377,6 +436,18 @@ impl ModelPool {
                         return Ok(lease);
                     }
                     State::Loading { .. } => None,
+                    State::Unloaded
+                        if slots[i]
+                            .restarts
+                            .not_before
+                            .is_some_and(|t| t > Instant::now()) =>
+                    {
+                        let t = slots[i].restarts.not_before.expect("checked");
+                        return Err(PoolError::Restarting {
+                            id: id.to_string(),
+                            retry_after: t - Instant::now(),
+                        });
+                    }
                     State::Unloaded => match self.make_room(&mut slots, i)? {
                         Room::Reserved(budgets) => {
                             tokio::spawn(self.clone().load_slot(i, budgets));
@@ -539,6 +610,88 @@ impl ModelPool {
         }
         drop(slots);
         self.changed.notify_waiters();
+    }
+
+    /// Watches the loaded engines every `every`: one that died (a panic) or
+    /// has been busy with no progress for `watchdog` (a hang, given up:
+    /// its jobs fail) is unloaded and loaded again after a backoff that
+    /// doubles per restart in a row (1 s up to 60 s).
+    pub fn spawn_supervisor(
+        self: &Arc<Self>,
+        watchdog: Duration,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.supervise(watchdog);
+            }
+        })
+    }
+
+    fn supervise(self: &Arc<Self>, watchdog: Duration) {
+        let mut restarts = Vec::new();
+        let mut slots = self.lock();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let State::Loaded { engine, .. } = &slot.state else {
+                continue;
+            };
+            let why = match engine.death() {
+                Some(why) => why,
+                None if engine.stalled(watchdog) => {
+                    let why = format!("the engine made no progress for {watchdog:?}");
+                    engine.abandon(why.clone());
+                    why
+                }
+                None => continue,
+            };
+            let backoff = slot.restarts.record(why.clone());
+            tracing::warn!(
+                model = %slot.spec.id,
+                restarts = slot.restarts.total,
+                "{why}; restarting the engine in {backoff:?}"
+            );
+            let old = std::mem::replace(&mut slot.state, State::Unloaded);
+            restarts.push((i, slot.spec.id.clone(), backoff, old));
+        }
+        drop(slots);
+        for (_, id, backoff, old) in restarts {
+            self.retire(old);
+            let pool = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(backoff).await;
+                match pool.acquire(&id).await {
+                    Ok(lease) => {
+                        drop(lease);
+                        tracing::info!(model = %id, "engine restarted");
+                    }
+                    Err(e) => tracing::warn!(model = %id, "restarting the engine failed: {e}"),
+                }
+            });
+        }
+    }
+
+    /// Engine restarts so far, for heartbeats.
+    pub fn restart_report(&self) -> RestartReport {
+        let slots = self.lock();
+        let mut report = RestartReport::default();
+        let mut latest: Option<Instant> = None;
+        for s in slots.iter() {
+            report.total += s.restarts.total;
+            if let Some((at, why)) = &s.restarts.last {
+                if latest.is_none_or(|l| *at > l) {
+                    latest = Some(*at);
+                    report.last = Some(format!("`{}`: {why}", s.spec.id));
+                    report.backoff_ms = s
+                        .restarts
+                        .not_before
+                        .map_or(0, |t| t.saturating_duration_since(*at).as_millis() as u64);
+                }
+            }
+        }
+        report
     }
 
     /// Unloads models idle for the keep-alive time, checking every

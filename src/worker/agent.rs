@@ -77,6 +77,7 @@ impl Agent {
     fn load(&self, tokens_per_s: f64) -> LoadReport {
         let r = self.state.resources.status();
         let engines = self.state.pool.engines();
+        let restarts = self.state.pool.restart_report();
         LoadReport {
             in_flight: r.in_flight,
             max_in_flight: r.max_in_flight,
@@ -86,7 +87,9 @@ impl Agent {
                 .iter()
                 .all(|(_, e)| e.is_healthy(crate::api::ENGINE_STALL)),
             tokens_per_s,
-            ..LoadReport::default()
+            engine_restarts: restarts.total,
+            restart_backoff_ms: restarts.backoff_ms,
+            last_restart: restarts.last,
         }
     }
 
