@@ -1,9 +1,9 @@
 //! The scheduler's router: the registry and lease API under `/v1/nodes`,
 //! the OpenAI gateway under `/v1`, `/health` and `/metrics`.
 //!
-//! [`routes`] is everything but `/health` and `/metrics`, so that
-//! `strata serve` can put its local worker's health and metrics next to
-//! the gateway on one port.
+//! `/` is the web dashboard. [`routes`] is everything but `/health` and
+//! `/metrics`, so that `strata serve` can put its local worker's health and
+//! metrics next to the gateway on one port.
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
@@ -54,6 +54,7 @@ pub fn routes(s: Scheduler) -> Router {
             delete(node_models::delete),
         );
     Router::new()
+        .route("/", get(dashboard))
         .route("/v1/nodes/register", post(registry::register))
         .route("/v1/nodes/{id}/heartbeat", post(registry::heartbeat))
         .route("/v1/nodes/{id}", delete(registry::leave))
@@ -69,6 +70,13 @@ pub fn routes(s: Scheduler) -> Router {
 /// `routes` behind the API key.
 fn guard(s: Scheduler, routes: Router<Scheduler>) -> Router<Scheduler> {
     routes.route_layer(middleware::from_fn_with_state(s, require_key::<Scheduler>))
+}
+
+/// The web dashboard: one page, no build step, that polls `/v1/nodes` and
+/// `/v1/events` every second (with the API key typed into it, kept in the
+/// browser's local storage).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn health(State(s): State<Scheduler>) -> Json<serde_json::Value> {
