@@ -27,11 +27,7 @@ struct Cluster {
 
 fn cluster(decode_pause: &str) -> Cluster {
     let (dir, model) = common::chat_model(GgmlDType::Q8_0, 21);
-    let mut scheduler = spawn_strata(&[
-        "scheduler",
-        "--port",
-        "0",
-        "--memory",
+    let scheduler = common::spawn_scheduler(&[
         "--ttl",
         "1s",
         "--stale-after",
@@ -39,7 +35,6 @@ fn cluster(decode_pause: &str) -> Cluster {
         "--selection-policy",
         "round_robin",
     ]);
-    scheduler.drain();
     let model = model.to_string_lossy().into_owned();
     let workers = (0..2)
         .map(|_| {
@@ -190,14 +185,7 @@ async fn a_worker_killed_before_its_first_byte_costs_nothing() {
     let busy = loop {
         let mut found = None;
         for (i, w) in c.workers.iter().enumerate() {
-            let h: Value = client
-                .get(format!("{}/health", w.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let h = common::get_json(&format!("{}/health", w.base)).await;
             if h["engine"]["busy"] == true {
                 found = Some(i);
             }

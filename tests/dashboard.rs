@@ -29,17 +29,8 @@ async fn the_dashboard_lists_the_nodes_and_shows_a_stopped_one_unhealthy() {
 
     let (_dir, model) = common::chat_model(GgmlDType::Q8_0, 61);
     let model = model.to_string_lossy().into_owned();
-    let mut scheduler = spawn_strata(&[
-        "scheduler",
-        "--port",
-        "0",
-        "--memory",
-        "--health-interval",
-        "200ms",
-        "--health-timeout",
-        "300ms",
-    ]);
-    scheduler.drain();
+    let scheduler =
+        common::spawn_scheduler(&["--health-interval", "200ms", "--health-timeout", "300ms"]);
     let base = scheduler.base.clone();
     let workers: Vec<_> = (0..2)
         .map(|_| {

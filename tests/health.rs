@@ -72,15 +72,8 @@ async fn webhook(received: Arc<Mutex<Vec<Value>>>, calls: Arc<AtomicUsize>) -> S
 }
 
 async fn register(base: &str, endpoint: &str) -> String {
-    let v: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/nodes/register"))
-        .json(&json!({"endpoint": endpoint, "models": ["m"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{base}/v1/nodes/register");
+    let v = common::post_json(&url, &json!({"endpoint": endpoint, "models": ["m"]})).await;
     v["node_id"].as_str().unwrap().to_string()
 }
 
@@ -181,12 +174,7 @@ async fn checks_degrade_then_isolate_a_node_and_alerts_say_so() {
     s.check_all().await;
     assert_eq!(s.health.state(&a), HealthState::Healthy);
 
-    let all: Value = reqwest::get(format!("{base}/v1/events"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = common::get_json(&format!("{base}/v1/events")).await;
     assert_eq!(
         kinds(&all),
         pairs(&[
@@ -201,12 +189,7 @@ async fn checks_degrade_then_isolate_a_node_and_alerts_say_so() {
             ("INFO", "model_served"),
         ])
     );
-    let errors: Value = reqwest::get(format!("{base}/v1/events?level=error"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let errors = common::get_json(&format!("{base}/v1/events?level=error")).await;
     assert_eq!(
         kinds(&errors),
         pairs(&[

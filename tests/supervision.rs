@@ -96,17 +96,7 @@ mod with_faults {
     async fn a_hung_or_panicked_engine_is_restarted_with_backoff_and_serves_again() {
         let (_dir, model) = common::chat_model(GgmlDType::Q8_0, 51);
         let model = model.to_string_lossy().into_owned();
-        let mut scheduler = spawn_strata(&[
-            "scheduler",
-            "--port",
-            "0",
-            "--memory",
-            "--ttl",
-            "1s",
-            "--health-interval",
-            "200ms",
-        ]);
-        scheduler.drain();
+        let scheduler = common::spawn_scheduler(&["--ttl", "1s", "--health-interval", "200ms"]);
         let base = scheduler.base.clone();
         let mut worker = spawn_strata(&[
             "worker",

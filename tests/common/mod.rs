@@ -231,3 +231,23 @@ pub async fn wait_for(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `POST url` with a JSON body; the JSON answer (`null` when there is none).
+pub async fn post_json(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `strata scheduler --port 0 --memory EXTRA`, its stderr drained.
+pub fn spawn_scheduler(extra: &[&str]) -> ServeProcess {
+    let mut s = spawn_strata(&[&["scheduler", "--port", "0", "--memory"][..], extra].concat());
+    s.drain();
+    s
+}
