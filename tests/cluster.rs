@@ -53,13 +53,6 @@ fn cluster(decode_pause: &str) -> Cluster {
 /// A worker of the test model `tiny` registered with `scheduler`.
 fn spawn_worker(scheduler: &str, model: &str, extra: &[&str]) -> ServeProcess {
     let args = [
-        "worker",
-        "--scheduler",
-        scheduler,
-        "--port",
-        "0",
-        "-m",
-        model,
         "--model-name",
         "tiny",
         "--mode",
@@ -67,7 +60,7 @@ fn spawn_worker(scheduler: &str, model: &str, extra: &[&str]) -> ServeProcess {
         "--ctx-size",
         "256",
     ];
-    spawn_strata(&[&args[..], extra].concat())
+    common::spawn_worker(scheduler, model, &[&args[..], extra].concat())
 }
 
 fn node_of<'a>(v: &'a Value, endpoint: &str) -> &'a Value {

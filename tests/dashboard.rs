@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use candle_core::quantized::GgmlDType;
-use common::{spawn_strata, wait_for};
+use common::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_lists_the_nodes_and_shows_a_stopped_one_unhealthy() {
@@ -34,17 +34,7 @@ async fn the_dashboard_lists_the_nodes_and_shows_a_stopped_one_unhealthy() {
     let base = scheduler.base.clone();
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let mut w = spawn_strata(&[
-                "worker",
-                "--scheduler",
-                &base,
-                "--port",
-                "0",
-                "-m",
-                &model,
-                "--ctx-size",
-                "128",
-            ]);
+            let mut w = common::spawn_worker(&base, &model, &["--ctx-size", "128"]);
             w.drain();
             w
         })

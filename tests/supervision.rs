@@ -24,7 +24,7 @@ mod with_faults {
     use candle_core::quantized::GgmlDType;
     use serde_json::{json, Value};
 
-    use super::common::{self, spawn_strata, wait_for};
+    use super::common::{self, wait_for};
 
     async fn chat(base: &str) -> (u16, Value) {
         let res = reqwest::Client::new()
@@ -98,23 +98,20 @@ mod with_faults {
         let model = model.to_string_lossy().into_owned();
         let scheduler = common::spawn_scheduler(&["--ttl", "1s", "--health-interval", "200ms"]);
         let base = scheduler.base.clone();
-        let mut worker = spawn_strata(&[
-            "worker",
-            "--scheduler",
+        let mut worker = common::spawn_worker(
             &base,
-            "--port",
-            "0",
-            "-m",
             &model,
-            "--model-name",
-            "tiny",
-            "--ctx-size",
-            "128",
-            "--mode",
-            "aggressive",
-            "--watchdog",
-            "1s",
-        ]);
+            &[
+                "--model-name",
+                "tiny",
+                "--ctx-size",
+                "128",
+                "--mode",
+                "aggressive",
+                "--watchdog",
+                "1s",
+            ],
+        );
         let log = worker.drain();
         let w = worker.base.clone();
         wait_for(&base, Duration::from_secs(20), "registration", |v| {

@@ -251,3 +251,17 @@ pub fn spawn_scheduler(extra: &[&str]) -> ServeProcess {
     s.drain();
     s
 }
+
+/// `strata worker --scheduler SCHEDULER --port 0 -m MODEL EXTRA`.
+pub fn spawn_worker(scheduler: &str, model: &str, extra: &[&str]) -> ServeProcess {
+    let args = [
+        "worker",
+        "--scheduler",
+        scheduler,
+        "--port",
+        "0",
+        "-m",
+        model,
+    ];
+    spawn_strata(&[&args[..], extra].concat())
+}
