@@ -31,6 +31,8 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// The devices found, their memory, and what each mode allows on them.
     Devices(cli::devices::DevicesArgs),
+    /// Check that a device computes what the CPU and candle compute.
+    Check(cli::check::CheckArgs),
     /// Write a synthetic GGUF model (random weights, real tokenizer).
     MakeModel(cli::make_model::MakeModelArgs),
     /// The model store: pull, list and remove models.
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => cli::generate::run(a),
         Command::Plan(a) => cli::plan::run(a),
         Command::Devices(a) => cli::devices::run(a),
+        Command::Check(a) => cli::check::run(a),
         Command::MakeModel(a) => cli::make_model::run(a),
         Command::Models(a) => cli::models::run(a),
     };

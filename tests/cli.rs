@@ -1,5 +1,6 @@
 //! End-to-end tests of the `strata` binary: make-model, plan (table, JSON,
-//! errors) and generate (streamed text, report, seeds, stop strings).
+//! errors), generate (streamed text, report, seeds, stop strings), devices
+//! and check (the oracles on a device).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -242,4 +243,63 @@ fn resource_settings_layer_and_bad_values_are_refused_by_name() {
         err.contains("`nice` (from flag --nice) must be a whole number from -20 to 19"),
         "{err}"
     );
+}
+
+#[test]
+fn check_runs_the_oracles_on_the_cpu_and_refuses_what_it_cannot_check() {
+    let (table, _) = ok(&strata(&[
+        "check",
+        "--device",
+        "cpu",
+        "--quant",
+        "q4_1,q6_k",
+        "--steps",
+        "4",
+    ]));
+    for (model, check) in [
+        ("tiny-q4_1", "candle"),
+        ("tiny-q4_1", "split"),
+        ("tiny-q6_k", "candle"),
+        ("tiny-q6_k", "split"),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(model) && l.contains(check))
+            .unwrap_or_else(|| panic!("no {model} {check} row:\n{table}"));
+        assert!(row.contains(" ok "), "{row}");
+    }
+    assert!(
+        table.contains("split: cpu:0 layers 0-1 + cpu:1 layers 2-3 vs cpu alone"),
+        "{table}"
+    );
+    // GPU-only checks need a GPU.
+    assert!(!table.contains("vs-cpu"), "{table}");
+
+    // A user's file, as JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "q8_0", "--arch", "qwen2"]);
+    let (json, _) = ok(&strata(&[
+        "check", "--device", "cpu", "-m", &m, "--steps", "2", "--json",
+    ]));
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let checks: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["split"], "candle's reference reads llama only");
+    assert_eq!(rows[0]["result"]["passed"], true);
+
+    let out = strata(&["check", "--device", "cpu=1GiB"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--device` takes one device"));
+    let out = strata(&["check", "--steps", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--steps` must be at least 1, got 0"));
+    if !cfg!(feature = "cuda") {
+        let out = strata(&["check", "--device", "cuda:0", "--quant", "q4_0"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("rebuild with `--features cuda`"), "{err}");
+    }
 }

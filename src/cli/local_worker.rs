@@ -18,7 +18,7 @@ use anyhow::Context;
 
 use super::serve::ServeArgs;
 use crate::api::{ApiConfig, AppState};
-use crate::devices::{resolve, DeviceKind, HumanBytes};
+use crate::devices::{budget, BudgetedDevice, HumanBytes};
 use crate::engine::pool::PoolDevice;
 use crate::engine::{load, LoadedModel, ModelPool, ModelSpec, PoolOptions};
 use crate::model_store::catalog::Catalog;
@@ -54,6 +54,21 @@ fn missing(path: &std::path::Path) -> anyhow::Error {
          `strata make-model --out FILE` for a synthetic one, or pass `-m FILE`",
         path.display()
     )
+}
+
+/// Bytes Strata places on each GPU, by NVML index (what the desktop-yield
+/// monitor compares with the card's use): entries naming one card add up,
+/// CPUs and cards NVML does not know are left out.
+fn bytes_per_card<'a>(
+    devices: impl Iterator<Item = (&'a BudgetedDevice, u64)>,
+) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for (d, bytes) in devices {
+        if let Some(index) = d.nvml_index {
+            *out.entry(index).or_default() += bytes;
+        }
+    }
+    out
 }
 
 fn stem(path: &std::path::Path) -> String {
@@ -124,16 +139,13 @@ impl LocalWorker {
                 "placement"
             );
         }
-        let own_bytes = loaded
-            .plan
-            .devices
-            .iter()
-            .zip(&loaded.devices)
-            .filter_map(|(p, d)| match d.kind {
-                DeviceKind::Cuda(i) => Some((i as u32, p.total_bytes)),
-                DeviceKind::Cpu => None,
-            })
-            .collect();
+        let own_bytes = bytes_per_card(
+            loaded
+                .devices
+                .iter()
+                .zip(&loaded.plan.devices)
+                .map(|(d, p)| (d, p.total_bytes)),
+        );
         Ok((
             Models::One {
                 loaded: Box::new(loaded),
@@ -169,17 +181,9 @@ impl LocalWorker {
         let base = args
             .model
             .load_options_for(paths[0].clone(), resources.budget_policy())?;
-        let devices: Vec<PoolDevice> = resolve(&base.devices, &base.budget_policy)?
-            .iter()
-            .map(PoolDevice::from_resolved)
-            .collect();
-        let own_bytes = devices
-            .iter()
-            .filter_map(|d| match d.kind {
-                DeviceKind::Cuda(i) => Some((i as u32, d.budget)),
-                DeviceKind::Cpu => None,
-            })
-            .collect();
+        let budgeted = budget(&base.devices, &base.budget_policy)?;
+        let own_bytes = bytes_per_card(budgeted.iter().map(|d| (d, d.budget)));
+        let devices: Vec<PoolDevice> = budgeted.iter().map(PoolDevice::from_budgeted).collect();
         let specs = paths
             .into_iter()
             .zip(&ids)

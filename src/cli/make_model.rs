@@ -16,6 +16,8 @@ pub enum Preset {
     Tiny,
     /// dim 768, 12 layers, vocab 32000: the ~100 MB benchmark model.
     Bench,
+    /// dim 2048, 28 layers, vocab 32000: ~1 GB in Q4_K, for GPU benchmarks.
+    Large,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,10 +74,24 @@ pub fn parse_quant(s: &str) -> Result<GgmlDType, String> {
     })
 }
 
+/// The name llama.cpp gives a GGML type (`q4_k`), what [`parse_quant`] reads.
+pub fn quant_name(dtype: GgmlDType) -> String {
+    match dtype {
+        GgmlDType::Q2K => "q2_k".into(),
+        GgmlDType::Q3K => "q3_k".into(),
+        GgmlDType::Q4K => "q4_k".into(),
+        GgmlDType::Q5K => "q5_k".into(),
+        GgmlDType::Q6K => "q6_k".into(),
+        GgmlDType::Q8K => "q8_k".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 pub fn run(args: &MakeModelArgs) -> anyhow::Result<()> {
     let mut spec = match args.preset {
         Preset::Tiny => SynthSpec::tiny(args.quant, args.seed),
         Preset::Bench => SynthSpec::bench(),
+        Preset::Large => SynthSpec::large(),
     };
     spec.weight_type = args.quant;
     spec.seed = args.seed;

@@ -2,6 +2,7 @@
 //! arguments and body live in its own file here.
 
 pub mod all_in_one;
+pub mod check;
 pub mod devices;
 pub mod generate;
 pub mod listen;

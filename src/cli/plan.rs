@@ -35,6 +35,7 @@ fn to_json(r: &PlanReport) -> serde_json::Value {
         "layers": r.config.n_layer,
         "ctx_size": r.ctx_size,
         "devices": r.plan.devices,
+        "spill": spill_labels(r),
         "footprint": r.footprint,
     })
 }
@@ -81,5 +82,21 @@ pub fn table(r: &PlanReport) -> String {
         r.ctx_size
     );
     out.push_str(&text_table(&rows, 2));
+    let spill = spill_labels(r);
+    if !spill.is_empty() {
+        out.push_str(&format!(
+            "{} take(s) only the layers the GPUs cannot hold\n",
+            spill.join(", ")
+        ));
+    }
     out
+}
+
+/// The devices that only take what the GPUs cannot hold.
+fn spill_labels(r: &PlanReport) -> Vec<String> {
+    r.devices
+        .iter()
+        .filter(|d| d.spill)
+        .map(|d| d.label.clone())
+        .collect()
 }

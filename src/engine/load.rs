@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::devices::{resolve, DeviceList, HumanBytes, ResolvedDevice};
+use crate::devices::{budget, open, BudgetedDevice, DeviceList, HumanBytes};
 use crate::model::accounting::footprint;
 use crate::model::chat_template::ChatTemplate;
 use crate::model::{GgufFile, LayeredModel, ModelConfig, StageSpec, Tokenizer};
@@ -34,7 +34,8 @@ pub struct LoadedModel {
     /// The chat template (the file's, or a fallback).
     pub template: ChatTemplate,
     pub plan: Plan,
-    pub devices: Vec<ResolvedDevice>,
+    /// Every device listed, in plan order (only those with layers opened).
+    pub devices: Vec<BudgetedDevice>,
     pub ctx_size: usize,
     /// The file it was loaded from.
     pub path: std::path::PathBuf,
@@ -45,7 +46,7 @@ pub struct PlanReport {
     pub config: ModelConfig,
     pub ctx_size: usize,
     pub footprint: Footprint,
-    pub devices: Vec<ResolvedDevice>,
+    pub devices: Vec<BudgetedDevice>,
     pub plan: Plan,
 }
 
@@ -70,10 +71,17 @@ fn plan_open(gguf: &GgufFile, opts: &LoadOptions) -> Result<PlanReport, EngineEr
     let config = ModelConfig::from_gguf(gguf)?;
     let ctx_size = ctx_for(opts, &config)?;
     let footprint = footprint(gguf, &config, ctx_size)?;
-    let devices = resolve(&opts.devices, &opts.budget_policy)?;
+    let devices = budget(&opts.devices, &opts.budget_policy)?;
     let budgets: Vec<DeviceBudget> = devices
         .iter()
-        .map(|d| DeviceBudget::new(d.label.clone(), d.budget))
+        .map(|d| {
+            let b = DeviceBudget::new(d.label.clone(), d.budget);
+            if d.spill {
+                b.spill()
+            } else {
+                b
+            }
+        })
         .collect();
     let plan = plan(&footprint, &budgets, &opts.strategy)?;
     Ok(PlanReport {
@@ -94,12 +102,14 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel, EngineError> {
         .plan
         .stages()
         .into_iter()
-        .map(|(i, layers)| StageSpec {
-            device: report.devices[i].device.clone(),
-            label: report.devices[i].label.clone(),
-            layers,
+        .map(|(i, layers)| {
+            Ok(StageSpec {
+                device: open(report.devices[i].clone())?.device,
+                label: report.devices[i].label.clone(),
+                layers,
+            })
         })
-        .collect();
+        .collect::<Result<_, crate::devices::DeviceError>>()?;
     let model = LayeredModel::load(&mut gguf, &stages, report.ctx_size)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let template = ChatTemplate::from_gguf(&gguf, &tokenizer);

@@ -3,6 +3,7 @@
 //! models a worker loads and unloads by demand.
 
 pub mod actor;
+pub mod check;
 pub mod generate;
 pub mod load;
 pub mod pool;

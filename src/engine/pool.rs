@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use super::{load, plan_for, EngineError, EngineHandle, LoadOptions, LoadedModel};
 use crate::api::ServedModel;
-use crate::devices::{BudgetSpec, DeviceKind, DeviceList, DeviceSpec, HumanBytes, ResolvedDevice};
+use crate::devices::{BudgetSpec, BudgetedDevice, DeviceKind, DeviceList, DeviceSpec, HumanBytes};
 use crate::placement::Strategy;
 use crate::resources::BudgetPolicy;
 
@@ -52,7 +52,7 @@ pub struct PoolDevice {
 }
 
 impl PoolDevice {
-    pub fn from_resolved(d: &ResolvedDevice) -> Self {
+    pub fn from_budgeted(d: &BudgetedDevice) -> Self {
         Self {
             label: d.label.clone(),
             kind: d.kind,
@@ -243,7 +243,7 @@ impl ModelPool {
         let devices = loaded
             .devices
             .iter()
-            .map(PoolDevice::from_resolved)
+            .map(PoolDevice::from_budgeted)
             .collect();
         let bytes = loaded.plan.devices.iter().map(|d| d.total_bytes).collect();
         let spec = ModelSpec {

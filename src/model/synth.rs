@@ -92,6 +92,21 @@ impl SynthSpec {
         }
     }
 
+    /// The GPU benchmark model: dim 2048, 28 layers, GQA 32:8, ffn 8192,
+    /// vocab 32000 — 1.8 B parameters, about 1 GB in Q4_K.
+    pub fn large() -> Self {
+        Self {
+            dim: 2048,
+            n_layer: 28,
+            n_head: 32,
+            n_kv_head: 8,
+            ffn_dim: 8192,
+            context_length: 4096,
+            rope_base: 500_000.0,
+            ..Self::bench()
+        }
+    }
+
     fn head_dim(&self) -> usize {
         self.dim / self.n_head
     }

@@ -10,6 +10,10 @@
 //! (bytes planned / usable budget) such that filling the devices in order up
 //! to `r` of their budgets places every layer, so the most loaded device is
 //! as little loaded as possible and each device's share follows its budget.
+//! Spill devices (the CPU listed beside GPUs) are the exception: they take
+//! only the layers the others cannot hold, the others filled up to their
+//! whole usable budget first (partial offload, a model larger than the
+//! card), because a layer there runs many times slower.
 
 mod footprint;
 
@@ -27,6 +31,10 @@ pub const SAFETY_MARGIN: f64 = 0.02;
 pub struct DeviceBudget {
     pub label: String,
     pub budget: u64,
+    /// Used by the balancing strategy only for layers the other devices
+    /// cannot hold.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spill: bool,
 }
 
 impl DeviceBudget {
@@ -34,6 +42,15 @@ impl DeviceBudget {
         Self {
             label: label.into(),
             budget,
+            spill: false,
+        }
+    }
+
+    /// This device as a spill device (see the module docs).
+    pub fn spill(self) -> Self {
+        Self {
+            spill: true,
+            ..self
         }
     }
 
@@ -185,41 +202,93 @@ fn fill(fp: &Footprint, caps: &[u64]) -> (Vec<usize>, usize) {
     (counts, next)
 }
 
+/// How `balance_over` treats one device.
+#[derive(Clone, Copy)]
+enum Share {
+    /// Up to the common load ratio being searched.
+    Balanced,
+    /// Up to its whole usable budget.
+    Full,
+    /// No layers.
+    Nothing,
+}
+
 fn balance(fp: &Footprint, devices: &[DeviceBudget]) -> Result<Vec<usize>, PlacementError> {
-    let caps_at = |r: f64| -> Vec<u64> {
-        devices
-            .iter()
-            .map(|d| (d.usable() as f64 * r).floor().min(d.usable() as f64) as u64)
-            .collect()
-    };
-    let n = fp.n_layer();
-    let (counts, placed) = fill(fp, &caps_at(1.0));
-    if placed < n {
+    let mixed = devices.iter().any(|d| d.spill) && devices.iter().any(|d| !d.spill);
+    if mixed {
+        // Spill devices idle while the others hold the model; else the
+        // others fill up and the spill devices share the rest.
+        for role in [
+            |d: &DeviceBudget| {
+                if d.spill {
+                    Share::Nothing
+                } else {
+                    Share::Balanced
+                }
+            },
+            |d: &DeviceBudget| {
+                if d.spill {
+                    Share::Balanced
+                } else {
+                    Share::Full
+                }
+            },
+        ] {
+            let shares: Vec<Share> = devices.iter().map(role).collect();
+            if let Some(counts) = balance_over(fp, devices, &shares) {
+                return Ok(counts);
+            }
+        }
+    }
+    let shares = vec![Share::Balanced; devices.len()];
+    balance_over(fp, devices, &shares).ok_or_else(|| {
         // Everything that did not fit would have to go on the last device.
-        let mut counts = counts;
+        let (mut counts, placed) = fill(fp, &caps(devices, &shares, 1.0));
         let last = devices.len() - 1;
-        counts[last] += n - placed;
+        counts[last] += fp.n_layer() - placed;
         let built = build(fp, devices, &counts);
         let d = &devices[last];
         let needed = built.devices[last].total_bytes;
-        return Err(PlacementError::DoesNotFit {
+        PlacementError::DoesNotFit {
             device: d.label.clone(),
             short: needed.saturating_sub(d.usable()),
             needed,
             usable: d.usable(),
             budget: d.budget,
-        });
+        }
+    })
+}
+
+/// Each device's byte cap when the balanced ones are loaded to `r`.
+fn caps(devices: &[DeviceBudget], shares: &[Share], r: f64) -> Vec<u64> {
+    devices
+        .iter()
+        .zip(shares)
+        .map(|(d, share)| match share {
+            Share::Balanced => (d.usable() as f64 * r).floor().min(d.usable() as f64) as u64,
+            Share::Full => d.usable(),
+            Share::Nothing => 0,
+        })
+        .collect()
+}
+
+/// The layer counts at the smallest load ratio of the balanced devices that
+/// places every layer; `None` when even a ratio of 1 does not.
+fn balance_over(fp: &Footprint, devices: &[DeviceBudget], shares: &[Share]) -> Option<Vec<usize>> {
+    let n = fp.n_layer();
+    if fill(fp, &caps(devices, shares, 1.0)).1 < n {
+        return None;
     }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..64 {
         let mid = (lo + hi) / 2.0;
-        if fill(fp, &caps_at(mid)).1 == n {
+        if fill(fp, &caps(devices, shares, mid)).1 == n {
             hi = mid;
         } else {
             lo = mid;
         }
     }
-    Ok(fill(fp, &caps_at(hi)).0)
+    Some(fill(fp, &caps(devices, shares, hi)).0)
 }
 
 fn manual_counts(

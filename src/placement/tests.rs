@@ -180,6 +180,69 @@ fn manual_override_is_honoured_or_refused() {
     );
 }
 
+#[test]
+fn spill_device_idles_while_the_others_hold_the_model() {
+    let f = fp(&[100; 10], 0, 0, 0, false);
+    let devices = vec![
+        DeviceBudget::new("cuda:0", 2_000),
+        DeviceBudget::new("cpu", 100_000).spill(),
+    ];
+    let p = plan(&f, &devices, &Strategy::Balance).unwrap();
+    assert_eq!(p.devices[0].layers, 0..10);
+    assert_eq!(p.devices[1].layers, 10..10);
+    // Without the spill mark the CPU's larger budget takes most layers.
+    let even = [
+        DeviceBudget::new("cuda:0", 2_000),
+        DeviceBudget::new("cpu", 100_000),
+    ];
+    let p = plan(&f, &even, &Strategy::Balance).unwrap();
+    assert!(p.devices[1].layers.len() > 5, "{p:?}");
+}
+
+#[test]
+fn spill_device_takes_only_what_the_card_cannot_hold() {
+    // 612 usable bytes on the card hold 6 layers of 100; 4 spill over.
+    let f = fp(&[100; 10], 0, 0, 0, false);
+    let devices = vec![
+        DeviceBudget::new("cuda:0", 625),
+        DeviceBudget::new("cpu", 100_000).spill(),
+    ];
+    let p = plan(&f, &devices, &Strategy::Balance).unwrap();
+    assert_eq!(p.devices[0].layers, 0..6);
+    assert_eq!(p.devices[1].layers, 6..10);
+    // Two cards balance between themselves; the CPU still takes the rest.
+    let devices = vec![
+        DeviceBudget::new("cuda:0", 10_000),
+        DeviceBudget::new("cuda:1", 10_000),
+        DeviceBudget::new("cpu", 100_000).spill(),
+    ];
+    let p = plan(&f, &devices, &Strategy::Balance).unwrap();
+    let counts: Vec<usize> = p.devices.iter().map(|d| d.layers.len()).collect();
+    assert_eq!(counts, [5, 5, 0]);
+    // Too little everywhere: the error names the last device.
+    let small = vec![
+        DeviceBudget::new("cuda:0", 300),
+        DeviceBudget::new("cpu", 300).spill(),
+    ];
+    let err = plan(&f, &small, &Strategy::Balance).unwrap_err();
+    assert!(matches!(err, PlacementError::DoesNotFit { ref device, .. } if device == "cpu"));
+}
+
+/// The fewest layers any feasible contiguous split puts on device `spill`.
+fn brute_force_fewest_on(fp: &Footprint, devices: &[DeviceBudget], spill: usize) -> Option<usize> {
+    all_counts(fp.n_layer(), devices.len())
+        .into_iter()
+        .filter(|c| {
+            build(fp, devices, c)
+                .devices
+                .iter()
+                .zip(devices)
+                .all(|(p, d)| p.total_bytes <= d.usable())
+        })
+        .map(|c| c[spill])
+        .min()
+}
+
 fn arb_case() -> impl PropStrategy<Value = (Footprint, Vec<DeviceBudget>)> {
     (
         prop::collection::vec(1u64..5_000, 1..9),
@@ -239,6 +302,30 @@ proptest! {
                 prop_assert_eq!(&device, &devices.last().unwrap().label);
                 prop_assert_eq!(short, needed - usable);
                 prop_assert!(short > 0);
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn a_spill_device_takes_the_fewest_layers_possible(
+        (f, mut devices) in arb_case(),
+        pick in 0usize..4,
+    ) {
+        let spill = pick % devices.len();
+        devices[spill] = devices[spill].clone().spill();
+        let fewest = brute_force_fewest_on(&f, &devices, spill);
+        match plan(&f, &devices, &Strategy::Balance) {
+            Ok(p) => {
+                for (d, b) in p.devices.iter().zip(&devices) {
+                    prop_assert!(d.total_bytes <= b.usable(), "{} over budget", d.label);
+                }
+                prop_assert_eq!(p.devices.last().unwrap().layers.end, f.n_layer());
+                let fewest = fewest.expect("a plan exists, so brute force finds one");
+                prop_assert_eq!(p.devices[spill].layers.len(), fewest);
+            }
+            Err(PlacementError::DoesNotFit { .. }) => {
+                prop_assert!(fewest.is_none(), "planner failed where a split exists");
             }
             Err(e) => prop_assert!(false, "unexpected error {e}"),
         }

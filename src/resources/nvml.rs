@@ -83,9 +83,71 @@ impl DeviceProbe for NvmlProbe {
     }
 }
 
+/// How NVML finds the card CUDA calls by an ordinal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Card {
+    Index(u32),
+    Uuid(String),
+}
+
+/// The card behind CUDA ordinal `ordinal`, given `CUDA_VISIBLE_DEVICES`
+/// and `CUDA_DEVICE_ORDER`. CUDA numbers only the cards it may see, in the
+/// device order; NVML numbers every card in PCI bus order. The two agree
+/// only under `PCI_BUS_ID` order (which strata sets when it is unset);
+/// otherwise, or for a MIG slice or an entry CUDA would not accept, `None`.
+pub fn card_of(visible: Option<&str>, order: Option<&str>, ordinal: usize) -> Option<Card> {
+    if order != Some("PCI_BUS_ID") {
+        return None;
+    }
+    let Some(visible) = visible else {
+        return u32::try_from(ordinal).ok().map(Card::Index);
+    };
+    let entry = visible.split(',').map(str::trim).nth(ordinal)?;
+    if let Ok(i) = entry.parse::<u32>() {
+        return Some(Card::Index(i));
+    }
+    entry
+        .starts_with("GPU-")
+        .then(|| Card::Uuid(entry.to_string()))
+}
+
+/// `(NVML index, total, free)` bytes of `card`.
+pub fn memory(card: &Card) -> Result<(u32, u64, u64), String> {
+    let err = |e: nvml_wrapper::error::NvmlError| format!("NVML: {e}");
+    let nvml = Nvml::init().map_err(err)?;
+    let device = match card {
+        Card::Index(i) => nvml.device_by_index(*i),
+        Card::Uuid(u) => nvml.device_by_uuid(u.as_str()),
+    }
+    .map_err(err)?;
+    let mem = device.memory_info().map_err(err)?;
+    Ok((device.index().map_err(err)?, mem.total, mem.free))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_ordinals_map_to_nvml_cards_only_in_bus_order() {
+        let bus = Some("PCI_BUS_ID");
+        assert_eq!(card_of(None, bus, 1), Some(Card::Index(1)));
+        assert_eq!(
+            card_of(None, None, 1),
+            None,
+            "CUDA's default order is fastest first"
+        );
+        assert_eq!(card_of(None, Some("FASTEST_FIRST"), 0), None);
+        assert_eq!(card_of(Some("2,0"), bus, 0), Some(Card::Index(2)));
+        assert_eq!(card_of(Some("2, 0"), bus, 1), Some(Card::Index(0)));
+        assert_eq!(card_of(Some("2,0"), bus, 2), None, "only two are visible");
+        assert_eq!(card_of(Some(""), bus, 0), None);
+        assert_eq!(
+            card_of(Some("GPU-8a1f,1"), bus, 0),
+            Some(Card::Uuid("GPU-8a1f".into()))
+        );
+        assert_eq!(card_of(Some("MIG-5c3e"), bus, 0), None);
+    }
 
     /// On a machine without the driver the probe must fail with a reason,
     /// not panic; on one with it, readings must be self-consistent.

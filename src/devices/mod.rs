@@ -1,21 +1,29 @@
-//! Device lists: parsing `--devices` and turning entries into candle devices
-//! with byte budgets.
+//! Device lists: parsing `--devices`, and (in [`resolve`]) turning entries
+//! into byte budgets and candle devices.
 //!
 //! Syntax: comma-separated entries `KIND[=BUDGET]`, where KIND is `cpu` or
 //! `cuda:N` and BUDGET is a size (`6GiB`, `300MiB`, `512MB`, `1000000`) or a
-//! percentage of the device's total memory (`60%`). Several `cpu` entries
-//! are virtual devices: they run on the CPU but are planned, placed and
-//! crossed like separate GPUs, so the multi-device path runs everywhere.
-//! An entry without a budget gets the one the resource manager's
-//! [`BudgetPolicy`] allows (the mode's cap and reserve); a budget written
-//! in the entry wins over it.
+//! percentage of the device's total memory (`60%`). A kind listed more than
+//! once gives virtual devices: `cpu,cpu` runs on the CPU but is planned,
+//! placed and crossed like two GPUs, so the multi-device path runs
+//! everywhere; `cuda:0,cuda:0` is one GPU as two devices, which exercises
+//! the device-to-device path on a one-GPU machine. An entry without a
+//! budget gets the one the resource manager's [`BudgetPolicy`] allows (the
+//! mode's cap and reserve), shared between the virtual devices of one
+//! device; a budget written in the entry wins over it.
+
+mod resolve;
+
+pub use resolve::{
+    budget, budget_devices, open, resolve, BudgetedDevice, GpuMemory, ResolvedDevice,
+};
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
-
-use crate::resources::{BudgetPolicy, Percent};
+#[cfg(doc)]
+use crate::resources::BudgetPolicy;
+use crate::resources::Percent;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
@@ -25,8 +33,14 @@ pub enum DeviceError {
     UnknownKind(String),
     #[error("`--devices` entry `{entry}`: budget `{budget}` is not a size (like 6GiB, 300MiB) or a percentage (1% to 100%)")]
     BadBudget { entry: String, budget: String },
-    #[error("`--devices` lists `{0}` twice")]
-    Duplicate(String),
+    #[error(
+        "`--devices` gives `{device}` budgets of {given} bytes in all, more than its {total} bytes"
+    )]
+    OverCommitted {
+        device: String,
+        given: u64,
+        total: u64,
+    },
     #[error("`--devices` names `{0}`, but this strata was built without CUDA support (rebuild with `--features cuda`)")]
     NoCuda(String),
     #[error("device `{device}`: {reason}")]
@@ -34,7 +48,7 @@ pub enum DeviceError {
 }
 
 /// What kind of device an entry names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DeviceKind {
     Cpu,
     Cuda(usize),
@@ -84,11 +98,6 @@ impl FromStr for DeviceList {
                     })
                 })
                 .transpose()?;
-            if let DeviceKind::Cuda(i) = kind {
-                if out.iter().any(|d: &DeviceSpec| d.kind == kind) {
-                    return Err(DeviceError::Duplicate(format!("cuda:{i}")));
-                }
-            }
             out.push(DeviceSpec { kind, budget });
         }
         if out.is_empty() {
@@ -153,18 +162,6 @@ impl fmt::Display for HumanBytes {
     }
 }
 
-/// A device ready for planning and loading.
-#[derive(Debug, Clone)]
-pub struct ResolvedDevice {
-    pub label: String,
-    pub kind: DeviceKind,
-    pub device: Device,
-    /// Bytes the planner may use on it.
-    pub budget: u64,
-    /// The device's total memory.
-    pub total: u64,
-}
-
 /// Memory of this machine: (total, available), from `/proc/meminfo`.
 pub fn system_memory() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -186,104 +183,9 @@ pub fn budget_bytes(spec: Option<BudgetSpec>, total: u64, default: u64) -> u64 {
     }
 }
 
-/// Opens every device of `list` and computes its budget under `policy`.
-/// CPU entries are labelled `cpu` when alone and `cpu:0`, `cpu:1`, ...
-/// when several (virtual devices share the machine's memory, so without
-/// their own budgets they split the CPU's between them).
-pub fn resolve(
-    list: &DeviceList,
-    policy: &BudgetPolicy,
-) -> Result<Vec<ResolvedDevice>, DeviceError> {
-    let n_cpu = list.0.iter().filter(|d| d.kind == DeviceKind::Cpu).count();
-    let mut cpu_index = 0;
-    let mut out = Vec::with_capacity(list.0.len());
-    for spec in &list.0 {
-        let resolved = match spec.kind {
-            DeviceKind::Cpu => {
-                let label = if n_cpu == 1 {
-                    "cpu".to_string()
-                } else {
-                    format!("cpu:{cpu_index}")
-                };
-                cpu_index += 1;
-                let (total, available) = system_memory().unwrap_or((u64::MAX, u64::MAX));
-                let share = policy.cpu(total, available) / n_cpu as u64;
-                ResolvedDevice {
-                    label,
-                    kind: spec.kind,
-                    device: Device::Cpu,
-                    budget: budget_bytes(spec.budget, total, share),
-                    total,
-                }
-            }
-            DeviceKind::Cuda(i) => resolve_cuda(i, spec.budget, policy)?,
-        };
-        out.push(resolved);
-    }
-    Ok(out)
-}
-
-#[cfg(feature = "cuda")]
-fn resolve_cuda(
-    ordinal: usize,
-    budget: Option<BudgetSpec>,
-    policy: &BudgetPolicy,
-) -> Result<ResolvedDevice, DeviceError> {
-    let label = format!("cuda:{ordinal}");
-    let unavailable = |reason: String| DeviceError::Unavailable {
-        device: label.clone(),
-        reason,
-    };
-    let device = Device::new_cuda(ordinal).map_err(|e| unavailable(e.to_string()))?;
-    let cuda = device
-        .as_cuda_device()
-        .map_err(|e| unavailable(e.to_string()))?;
-    let (free, total) = cuda
-        .cuda_stream()
-        .context()
-        .mem_get_info()
-        .map_err(|e| unavailable(e.to_string()))?;
-    Ok(ResolvedDevice {
-        label: label.clone(),
-        kind: DeviceKind::Cuda(ordinal),
-        budget: budget_bytes(budget, total as u64, policy.gpu(total as u64, free as u64)),
-        total: total as u64,
-        device,
-    })
-}
-
-#[cfg(not(feature = "cuda"))]
-fn resolve_cuda(
-    ordinal: usize,
-    _budget: Option<BudgetSpec>,
-    _policy: &BudgetPolicy,
-) -> Result<ResolvedDevice, DeviceError> {
-    Err(DeviceError::NoCuda(format!("cuda:{ordinal}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const POLICY: BudgetPolicy = BudgetPolicy {
-        cap: Percent::whole(50),
-        reserve: 0,
-    };
-
-    #[test]
-    fn the_policy_budgets_entries_without_their_own() {
-        let (total, available) = system_memory().unwrap();
-        let r = resolve(&"cpu".parse().unwrap(), &POLICY).unwrap();
-        assert_eq!(r[0].budget, (total / 2).min(available));
-        let r = resolve(&"cpu,cpu".parse().unwrap(), &POLICY).unwrap();
-        assert_eq!(
-            r[0].budget,
-            (total / 2).min(available) / 2,
-            "virtual cpus share"
-        );
-        let r = resolve(&"cpu=10%".parse().unwrap(), &POLICY).unwrap();
-        assert_eq!(r[0].budget, total / 10, "the entry's own budget wins");
-    }
 
     #[test]
     fn parses_the_documented_forms() {
@@ -323,8 +225,9 @@ mod tests {
         assert!("cpu=101%".parse::<DeviceList>().is_err());
         assert!("cpu=99999999999TiB".parse::<DeviceList>().is_err());
         assert_eq!(
-            "cuda:0,cuda:0".parse::<DeviceList>().unwrap_err(),
-            DeviceError::Duplicate("cuda:0".into())
+            "cuda:0,cuda:0".parse::<DeviceList>().unwrap().0.len(),
+            2,
+            "one GPU as two devices"
         );
         assert_eq!(" , ".parse::<DeviceList>().unwrap_err(), DeviceError::Empty);
     }
@@ -348,19 +251,5 @@ mod tests {
         assert_eq!(budget_bytes(None, 3, 7), 7);
         let all = Some(BudgetSpec::Percent(Percent::FULL));
         assert_eq!(budget_bytes(all, u64::MAX, 0), u64::MAX);
-    }
-
-    #[test]
-    fn virtual_cpus_get_distinct_labels() {
-        let l: DeviceList = "cpu=1GiB,cpu=2GiB".parse().unwrap();
-        let r = resolve(&l, &POLICY).unwrap();
-        assert_eq!(r[0].label, "cpu:0");
-        assert_eq!(r[1].label, "cpu:1");
-        assert_eq!(r[1].budget, 2 << 30);
-        #[cfg(not(feature = "cuda"))]
-        assert!(matches!(
-            resolve(&"cuda:0".parse().unwrap(), &POLICY),
-            Err(DeviceError::NoCuda(_))
-        ));
     }
 }
