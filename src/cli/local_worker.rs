@@ -260,3 +260,37 @@ fn read_api_key(args: &ServeArgs) -> anyhow::Result<Option<String>> {
     );
     Ok(Some(key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::DeviceKind;
+
+    fn device(label: &str, kind: DeviceKind, nvml_index: Option<u32>) -> BudgetedDevice {
+        BudgetedDevice {
+            label: label.into(),
+            kind,
+            budget: 0,
+            total: 0,
+            spill: false,
+            nvml_index,
+        }
+    }
+
+    #[test]
+    fn one_card_given_twice_is_watched_with_the_bytes_of_both() {
+        let devices = [
+            device("cuda:0#0", DeviceKind::Cuda(0), Some(2)),
+            device("cuda:0#1", DeviceKind::Cuda(0), Some(2)),
+            device("cuda:1", DeviceKind::Cuda(1), None),
+            device("cpu", DeviceKind::Cpu, None),
+        ];
+        let bytes = [100, 50, 70, 1000];
+        let watched = bytes_per_card(devices.iter().zip(bytes));
+        assert_eq!(
+            watched,
+            BTreeMap::from([(2, 150)]),
+            "NVML's index, summed; unknown cards and the CPU left out"
+        );
+    }
+}

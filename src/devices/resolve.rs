@@ -181,30 +181,34 @@ fn read_gpu(ordinal: usize) -> Result<GpuMemory, DeviceError> {
     cuda_memory(ordinal)
 }
 
+/// `cuda:N` cannot be used, for `reason` (candle's errors without their
+/// backtrace).
 #[cfg(feature = "cuda")]
-fn unavailable(ordinal: usize, e: impl std::fmt::Display) -> DeviceError {
+fn unavailable(ordinal: usize, reason: String) -> DeviceError {
     DeviceError::Unavailable {
         device: format!("cuda:{ordinal}"),
-        reason: e.to_string(),
+        reason,
     }
 }
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device, DeviceError> {
-    Device::new_cuda(ordinal).map_err(|e| unavailable(ordinal, e))
+    use crate::model::error::candle_message;
+    Device::new_cuda(ordinal).map_err(|e| unavailable(ordinal, candle_message(e)))
 }
 
 #[cfg(feature = "cuda")]
 fn cuda_memory(ordinal: usize) -> Result<GpuMemory, DeviceError> {
+    use crate::model::error::candle_message;
     let device = open_cuda(ordinal)?;
     let cuda = device
         .as_cuda_device()
-        .map_err(|e| unavailable(ordinal, e))?;
+        .map_err(|e| unavailable(ordinal, candle_message(e)))?;
     let (free, total) = cuda
         .cuda_stream()
         .context()
         .mem_get_info()
-        .map_err(|e| unavailable(ordinal, e))?;
+        .map_err(|e| unavailable(ordinal, e.to_string()))?;
     Ok(GpuMemory {
         total: total as u64,
         free: free as u64,
