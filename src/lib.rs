@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod devices;
 pub mod engine;
+pub mod kernels;
 pub mod model;
 pub mod model_store;
 pub mod placement;

@@ -35,6 +35,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Write a synthetic GGUF model (random weights, real tokenizer).
     MakeModel(cli::make_model::MakeModelArgs),
+    /// Requantize a GGUF model (llama.cpp's type choices, `q4_k_m` too).
+    Quantize(cli::quantize::QuantizeArgs),
     /// The model store: pull, list and remove models.
     Models(cli::models::ModelsArgs),
 }
@@ -70,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Devices(a) => cli::devices::run(a),
         Command::Check(a) => cli::check::run(a),
         Command::MakeModel(a) => cli::make_model::run(a),
+        Command::Quantize(a) => cli::quantize::run(a),
         Command::Models(a) => cli::models::run(a),
     };
     match result {

@@ -38,7 +38,12 @@ reference!(quantized_qwen2::ModelWeights);
 reference!(quantized_qwen3::ModelWeights);
 
 /// Prefill plus 6 greedy steps on both sides, split over 2 virtual devices.
-fn assert_agrees(path: &std::path::Path, reference: &mut dyn Reference, what: &str) {
+fn assert_agrees(
+    path: &std::path::Path,
+    reference: &mut dyn Reference,
+    quantized: bool,
+    what: &str,
+) {
     let model = load_split(&path.to_path_buf(), &[2, 2], 64);
     let mut seq = model.new_sequence(64).unwrap();
     let mut input = PROMPT.to_vec();
@@ -46,9 +51,7 @@ fn assert_agrees(path: &std::path::Path, reference: &mut dyn Reference, what: &s
     for step in 0..7 {
         let ours: Vec<f32> = model.forward(&mut seq, &input).unwrap().to_vec1().unwrap();
         let theirs = reference.step(&input, pos);
-        let tol = 1e-4 * max_abs(&theirs);
-        let diff = max_abs_diff(&ours, &theirs);
-        assert!(diff <= tol, "{what} step {step}: max |diff| {diff} > {tol}");
+        assert_logits_agree(&ours, &theirs, quantized, &format!("{what} step {step}"));
         pos += input.len();
         input = vec![argmax(&theirs)];
     }
@@ -69,7 +72,12 @@ fn llama_agrees_with_candle_in_every_weight_type() {
         let (ct, mut f) = open(&path);
         let mut reference =
             quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-        assert_agrees(&path, &mut reference, &format!("llama {dtype:?}"));
+        assert_agrees(
+            &path,
+            &mut reference,
+            is_quantized(dtype),
+            &format!("llama {dtype:?}"),
+        );
     }
 }
 
@@ -86,7 +94,12 @@ fn tied_embeddings_agree_with_candle() {
         assert!(!ct.tensor_infos.contains_key("output.weight"));
         let mut reference =
             quantized_llama::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-        assert_agrees(&path, &mut reference, &format!("llama tied {dtype:?}"));
+        assert_agrees(
+            &path,
+            &mut reference,
+            is_quantized(dtype),
+            &format!("llama tied {dtype:?}"),
+        );
     }
 }
 
@@ -99,7 +112,7 @@ fn qwen2_agrees_with_candle() {
     let (_dir, path) = synth_file(&spec);
     let (ct, mut f) = open(&path);
     let mut reference = quantized_qwen2::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-    assert_agrees(&path, &mut reference, "qwen2");
+    assert_agrees(&path, &mut reference, true, "qwen2");
 }
 
 #[test]
@@ -119,5 +132,5 @@ fn qwen3_agrees_with_candle() {
     );
     let (ct, mut f) = open(&f32_path);
     let mut reference = quantized_qwen3::ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
-    assert_agrees(&f32_path, &mut reference, "qwen3");
+    assert_agrees(&f32_path, &mut reference, true, "qwen3");
 }

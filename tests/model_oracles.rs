@@ -59,12 +59,7 @@ fn assert_agrees_with_candle(dtype: GgmlDType) {
     let ours = strata_logits(&load_split(&path, &[4], 64), 8);
     let theirs = candle_logits(&path, 8);
     for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        let tol = 1e-4 * max_abs(b);
-        let diff = max_abs_diff(a, b);
-        assert!(
-            diff <= tol,
-            "{dtype:?} step {step}: max |diff| {diff} exceeds {tol} (1e-4 x max |logit|)"
-        );
+        assert_logits_agree(a, b, is_quantized(dtype), &format!("{dtype:?} step {step}"));
     }
 }
 
@@ -86,6 +81,51 @@ fn agrees_with_candle_q8_0() {
 #[test]
 fn agrees_with_candle_q4_k() {
     assert_agrees_with_candle(GgmlDType::Q4K);
+}
+
+#[test]
+fn agrees_with_candle_q4_1_q5_0_q6_k() {
+    // The types of the default model and of its Q4_K_M requantization.
+    for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q6K] {
+        assert_agrees_with_candle(dtype);
+    }
+}
+
+/// The CPU's host kernels against candle tensor ops on the same CPU (the
+/// path other devices take), prefill and decode, for every architecture
+/// switch (q/k/v bias, q/k norms, GQA) and the kernels' weight types.
+#[test]
+fn host_kernels_equal_tensor_ops() {
+    use strata::model::synth::SynthSpec;
+    use strata::model::Architecture;
+    let cases = [
+        (Architecture::Llama, GgmlDType::Q4_1),
+        (Architecture::Llama, GgmlDType::Q5_0),
+        (Architecture::Llama, GgmlDType::Q8_0),
+        (Architecture::Llama, GgmlDType::Q4K),
+        (Architecture::Llama, GgmlDType::F16),
+        (Architecture::Qwen2, GgmlDType::Q6K),
+        (Architecture::Qwen3, GgmlDType::Q4_0),
+    ];
+    for (arch, dtype) in cases {
+        let spec = SynthSpec {
+            architecture: arch,
+            ..SynthSpec::tiny(dtype, 11)
+        };
+        let (_dir, path) = synth_file(&spec);
+        let host = load_split(&path, &[2, 2], 64);
+        let mut tensor_ops = load_split(&path, &[2, 2], 64);
+        tensor_ops.use_tensor_ops_on_cpu();
+        let a = strata_logits(&host, 6);
+        let b = strata_logits(&tensor_ops, 6);
+        for (step, (a, b)) in a.iter().zip(&b).enumerate() {
+            let diff = max_abs_diff(a, b);
+            assert!(
+                diff <= 1e-4 * max_abs(b),
+                "{arch:?} {dtype:?} step {step}: host and tensor logits differ by {diff}"
+            );
+        }
+    }
 }
 
 #[test]

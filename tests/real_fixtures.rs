@@ -141,9 +141,7 @@ fn smollm2_agrees_with_candle_quantized_llama() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let tol = 1e-4 * common::max_abs(&theirs);
-        let diff = common::max_abs_diff(&ours, &theirs);
-        assert!(diff <= tol, "step {step}: max |diff| {diff} > {tol}");
+        common::assert_logits_agree(&ours, &theirs, true, &format!("step {step}"));
         pos += input.len();
         input = vec![argmax(&theirs)];
     }

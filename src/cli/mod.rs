@@ -12,6 +12,7 @@ pub mod model_args;
 pub mod models;
 pub mod node_models;
 pub mod plan;
+pub mod quantize;
 pub mod resource_args;
 pub mod scheduler;
 pub mod serve;

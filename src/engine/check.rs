@@ -10,16 +10,23 @@
 //!
 //! | check | runs | against | tolerance |
 //! | --- | --- | --- | --- |
-//! | `candle` | the model on the device | candle's `quantized_llama` there | 1e-3 |
+//! | `candle` | the model on the device | candle's `quantized_llama` there | 1e-3 (GPU), 5e-2 (CPU) |
 //! | `split` | the device given twice, layers halved | the device alone | 0 (identical) |
-//! | `vs-cpu` | the model on the device | the model on the CPU | 1e-2 |
-//! | `offload` | half the layers on the device, half on the CPU | the CPU | 1e-2 |
+//! | `vs-cpu` | the model on the device | the model on the CPU | 5e-2 |
+//! | `offload` | half the layers on the device, half on the CPU | the CPU | 5e-2 |
 //!
 //! `candle` needs a llama-architecture file (candle's reference reads no
 //! other); `vs-cpu` and `offload` run only when the device is not the CPU.
-//! The GPU-against-CPU tolerance is wider because the two quantize the
-//! activations differently before each quantized product (Q8_1 blocks on
-//! CUDA, Q8_0/Q8_K on the CPU) and sum in another order.
+//! On a GPU both sides run candle's ops. On the CPU Strata runs its host
+//! kernels (norms, rope, attention and the Q4_1/Q5_0/Q8_0 products in
+//! their own loops), whose float sums differ from candle's in the last
+//! bits; before a quantized product the activations are rounded to 8 bits,
+//! and a last-bit difference can move one value across a rounding
+//! boundary. In the small random models of this check one such flip moves
+//! later logits by up to a few percent (1.7 % seen on `tiny-q6_k`), which is
+//! what the 5e-2 tolerances admit; a wrong rotation, head or cache row moves
+//! them by tens of percent. The GPU-against-CPU checks differ in the same
+//! way, and in the activations' block type (Q8_1 on CUDA).
 
 use std::path::{Path, PathBuf};
 
@@ -33,10 +40,11 @@ use crate::model::layered::Sequence;
 use crate::model::{Architecture, GgufFile, LayeredModel, ModelConfig, StageSpec};
 use crate::resources::BudgetPolicy;
 
-/// Relative tolerance of agreement with candle on one device.
+/// Relative tolerance of agreement with candle on a GPU (the same ops).
 pub const CANDLE_TOLERANCE: f32 = 1e-3;
-/// Relative tolerance of a device against the CPU.
-pub const CPU_TOLERANCE: f32 = 1e-2;
+/// Relative tolerance where one side runs the CPU's host kernels: against
+/// candle on the CPU, and a device against the CPU.
+pub const CPU_TOLERANCE: f32 = 5e-2;
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -252,7 +260,11 @@ pub fn run_checks(opts: &CheckOptions) -> Result<Vec<CheckResult>, EngineError> 
             format!("strata on {name} vs candle quantized_llama on {name}"),
             &alone,
             &reference,
-            CANDLE_TOLERANCE,
+            if opts.device == DeviceKind::Cpu {
+                CPU_TOLERANCE
+            } else {
+                CANDLE_TOLERANCE
+            },
         ));
     }
     if n >= 2 {

@@ -3,9 +3,28 @@
 //! K and V have shape `(1, n_kv_head, capacity, head_dim)` from the start;
 //! each step writes its new rows in place (`slice_set`) and attention reads a
 //! narrowed view of the filled prefix, so decoding allocates no cache memory
-//! and never concatenates.
+//! and never concatenates. Blocks that run on the host (the CPU) keep their
+//! cache as plain vectors instead ([`HostKvCache`]).
 
 use candle_core::{DType, Device, Result, Tensor};
+
+pub use super::host_ops::HostKvCache;
+
+/// The cache of one layer, in the form its block computes with.
+#[derive(Debug)]
+pub enum KvCache {
+    Tensors(LayerKvCache),
+    Host(HostKvCache),
+}
+
+impl KvCache {
+    pub fn capacity(&self) -> usize {
+        match self {
+            Self::Tensors(c) => c.capacity(),
+            Self::Host(c) => c.capacity(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct LayerKvCache {

@@ -6,17 +6,22 @@
 //! state crosses devices exactly once per stage boundary. The model holds no
 //! per-request state: each [`Sequence`] owns its KV caches (one per layer, on
 //! that layer's device), so any number of sequences can exist at once.
+//!
+//! Stages on the CPU run their blocks on host vectors with Strata's
+//! kernels ([`Block::forward_host`]); the hidden state becomes a tensor
+//! again only where it leaves the stage. Other devices run candle ops.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 
 use super::block::{check_tensor_shape, Block, RmsNorm};
 use super::config::ModelConfig;
 use super::error::LoadError;
 use super::gguf::GgufFile;
-use super::kv_cache::LayerKvCache;
+use super::kv_cache::{HostKvCache, KvCache, LayerKvCache};
+use super::linear::Linear;
 use super::rope::RopeTables;
 
 /// Longest run of prompt tokens pushed through the blocks at once; bounds
@@ -63,16 +68,20 @@ struct Stage {
 /// A llama-family model whose blocks are split over devices.
 pub struct LayeredModel {
     config: ModelConfig,
-    embedding: QMatMul,
+    /// Shared with `output` when the embeddings are tied and the first and
+    /// last stage are one device.
+    embedding: Arc<Linear>,
     stages: Vec<Stage>,
     output_norm: RmsNorm,
-    output: QMatMul,
+    output: Arc<Linear>,
     max_positions: usize,
+    /// CPU stages run the host kernels (the default) rather than tensor ops.
+    host_blocks: bool,
 }
 
 /// One independent token sequence: its KV caches and how far it has got.
 pub struct Sequence {
-    caches: Vec<LayerKvCache>,
+    caches: Vec<KvCache>,
     len: usize,
     transfers: u64,
 }
@@ -89,7 +98,7 @@ impl Sequence {
 
     /// Positions the cache can hold.
     pub fn capacity(&self) -> usize {
-        self.caches.first().map_or(0, LayerKvCache::capacity)
+        self.caches.first().map_or(0, KvCache::capacity)
     }
 
     /// Hidden-state moves between stages so far (one per boundary per
@@ -130,13 +139,15 @@ impl LayeredModel {
             embd.shape().dims(),
             &[config.vocab_size, config.dim],
         )?;
-        let embedding = QMatMul::from_qtensor(embd)?;
+        let embedding = Arc::new(Linear::from_qtensor(embd)?);
         let output = if config.tied_embeddings {
             if first.same_device(last) {
                 // Shares the storage (quantized or dequantized) with the embedding.
-                embedding.clone()
+                Arc::clone(&embedding)
             } else {
-                QMatMul::from_qtensor(gguf.tensor("token_embd.weight", last)?)?
+                Arc::new(Linear::from_qtensor(
+                    gguf.tensor("token_embd.weight", last)?,
+                )?)
             }
         } else {
             let out = gguf.tensor("output.weight", last)?;
@@ -145,7 +156,7 @@ impl LayeredModel {
                 out.shape().dims(),
                 &[config.vocab_size, config.dim],
             )?;
-            QMatMul::from_qtensor(out)?
+            Arc::new(Linear::from_qtensor(out)?)
         };
         let norm = gguf.tensor("output_norm.weight", last)?;
         check_tensor_shape("output_norm.weight", norm.shape().dims(), &[config.dim])?;
@@ -187,7 +198,20 @@ impl LayeredModel {
             output_norm,
             output,
             max_positions,
+            host_blocks: true,
         })
+    }
+
+    /// Makes CPU stages run candle tensor ops, as other devices do, instead
+    /// of the host kernels: the reference the host path is checked
+    /// against. Applies to sequences created afterwards.
+    pub fn use_tensor_ops_on_cpu(&mut self) {
+        self.host_blocks = false;
+    }
+
+    /// The stage's host rope tables when its blocks run on the host.
+    fn host_rope<'a>(&self, stage: &'a Stage) -> Option<&'a super::host_ops::HostRope> {
+        stage.rope.host().filter(|_| self.host_blocks)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -215,14 +239,18 @@ impl LayeredModel {
             )
         }
         let mut caches = Vec::with_capacity(self.config.n_layer);
+        let (n_kv_head, head_dim) = (self.config.n_kv_head, self.config.head_dim);
         for stage in &self.stages {
             for _ in stage.layers.clone() {
-                caches.push(LayerKvCache::new(
-                    self.config.n_kv_head,
-                    self.config.head_dim,
-                    capacity,
-                    &stage.device,
-                )?);
+                caches.push(match self.host_rope(stage) {
+                    Some(_) => KvCache::Host(HostKvCache::new(n_kv_head, head_dim, capacity)),
+                    None => KvCache::Tensors(LayerKvCache::new(
+                        n_kv_head,
+                        head_dim,
+                        capacity,
+                        &stage.device,
+                    )?),
+                });
             }
         }
         Ok(Sequence {
@@ -275,18 +303,34 @@ impl LayeredModel {
         } else {
             None
         };
+        let dim = self.config.dim;
 
         for (i, stage) in self.stages.iter().enumerate() {
             if i > 0 {
                 x = x.to_device(&stage.device)?;
                 seq.transfers += 1;
             }
-            let mask = mask
-                .as_ref()
-                .map(|m| m.to_device(&stage.device))
-                .transpose()?;
-            for (block, layer) in stage.blocks.iter().zip(stage.layers.clone()) {
-                x = block.forward(&x, &stage.rope, mask.as_ref(), &seq.caches[layer], pos)?;
+            let layers = stage.blocks.iter().zip(stage.layers.clone());
+            if let Some(rope) = self.host_rope(stage) {
+                let mut h = x.flatten_all()?.to_vec1::<f32>()?;
+                for (block, layer) in layers {
+                    let KvCache::Host(cache) = &mut seq.caches[layer] else {
+                        candle_core::bail!("layer {layer}: the sequence's cache is not on the host")
+                    };
+                    block.forward_host(&mut h, rope, cache, pos)?;
+                }
+                x = Tensor::from_vec(h, (1, n, dim), &stage.device)?;
+            } else {
+                let mask = mask
+                    .as_ref()
+                    .map(|m| m.to_device(&stage.device))
+                    .transpose()?;
+                for (block, layer) in layers {
+                    let KvCache::Tensors(cache) = &seq.caches[layer] else {
+                        candle_core::bail!("layer {layer}: the sequence's cache is a host cache")
+                    };
+                    x = block.forward(&x, &stage.rope, mask.as_ref(), cache, pos)?;
+                }
             }
         }
         seq.len += n;

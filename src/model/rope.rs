@@ -8,6 +8,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::config::RopeConfig;
+use super::host_ops::HostRope;
 
 #[derive(Debug, Clone)]
 pub struct RopeTables {
@@ -15,6 +16,8 @@ pub struct RopeTables {
     sin: Tensor,
     neox: bool,
     rope_dim: usize,
+    /// The same tables as vectors, for blocks that run on the host.
+    host: Option<HostRope>,
 }
 
 impl RopeTables {
@@ -45,12 +48,28 @@ impl RopeTables {
             angles.extend(inv_freq.iter().map(|f| p * f));
         }
         let angles = Tensor::from_vec(angles, (max_positions, half), &Device::Cpu)?;
+        let (cos, sin) = (angles.cos()?, angles.sin()?);
+        let host = match device {
+            Device::Cpu => Some(HostRope {
+                cos: cos.flatten_all()?.to_vec1()?,
+                sin: sin.flatten_all()?.to_vec1()?,
+                rope_dim: cfg.dim,
+                neox: cfg.neox,
+            }),
+            _ => None,
+        };
         Ok(Self {
-            cos: angles.cos()?.to_device(device)?,
-            sin: angles.sin()?.to_device(device)?,
+            cos: cos.to_device(device)?,
+            sin: sin.to_device(device)?,
             neox: cfg.neox,
             rope_dim: cfg.dim,
+            host,
         })
+    }
+
+    /// The host copy of the tables (for tables on the CPU).
+    pub fn host(&self) -> Option<&HostRope> {
+        self.host.as_ref()
     }
 
     /// Rotates `x` of shape `(batch, heads, seq, head_dim)` whose first row

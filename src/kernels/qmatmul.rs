@@ -1,0 +1,359 @@
+//! `x · Wᵀ` for a quantized `W` on the CPU, on plain f32 slices.
+//!
+//! Q4_1 and Q5_0 run this module's kernels (candle 0.11 has only scalar
+//! dot products for them), and so does Q8_0 on CPUs without VNNI
+//! (candle's AVX2 one converts each f16 scale through a runtime-dispatched
+//! call, twice the instructions of this one; with VNNI candle repacks Q8_0
+//! for `vpdpbusd`, which beats it). Every other type stays with candle's
+//! `QMatMul`, which repacks Q4_K and Q6_K into tiles on x86. Activation
+//! rows are quantized once per product; work is split by weight rows over
+//! candle's persistent barrier pool.
+
+use std::fmt;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Result, Tensor};
+
+use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
+use super::dot::{q4_1_q8_1, q5_0_q8_0, q8_0_q8_0};
+
+/// The weight rows, in a block type there is a kernel for.
+enum Weights {
+    Q4_1(Vec<BlockQ4_1>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+/// A quantized matrix of `rows` outputs by `cols` inputs, for products on
+/// the CPU.
+pub struct CpuQMatMul {
+    weights: Weights,
+    rows: usize,
+    cols: usize,
+}
+
+impl fmt::Debug for CpuQMatMul {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dtype = match &self.weights {
+            Weights::Q4_1(_) => GgmlDType::Q4_1,
+            Weights::Q5_0(_) => GgmlDType::Q5_0,
+            Weights::Q8_0(_) => GgmlDType::Q8_0,
+        };
+        write!(f, "CpuQMatMul({dtype:?}, {}x{})", self.rows, self.cols)
+    }
+}
+
+/// Weight rows per work item: enough dot products to amortize taking one.
+const ROWS_PER_ITEM: usize = 8;
+
+/// The raw block bytes of a QTensor as a vector of its block type `T`
+/// (copied: the storage's bytes need not be aligned for `T`).
+fn copy_blocks<T>(bytes: &[u8], dtype: GgmlDType) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    if !bytes.len().is_multiple_of(size) {
+        candle_core::bail!(
+            "{dtype:?} tensor of {} bytes is not whole blocks of {size}",
+            bytes.len()
+        )
+    }
+    let mut out = Vec::<T>::with_capacity(bytes.len() / size);
+    // SAFETY: capacity for exactly these bytes; GGML's block types are
+    // plain old data in the file's layout, valid for any bit pattern.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len());
+        out.set_len(bytes.len() / size);
+    }
+    Ok(out)
+}
+
+/// Whether candle's repacked VNNI kernels serve Q8_0 on this CPU.
+fn candle_has_vnni_q8_0() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl CpuQMatMul {
+    /// The kernels' copy of `t` (rows × cols), or `None` when it is not on
+    /// the CPU or candle's `QMatMul` serves its type better.
+    pub fn from_qtensor(t: &QTensor) -> Result<Option<Self>> {
+        let &[rows, cols] = t.shape().dims() else {
+            return Ok(None);
+        };
+        let dtype = t.dtype();
+        if !matches!(t.device(), Device::Cpu) || !cols.is_multiple_of(dtype.block_size()) {
+            return Ok(None);
+        }
+        let weights = match dtype {
+            GgmlDType::Q4_1 => Weights::Q4_1(copy_blocks(&t.data()?, dtype)?),
+            GgmlDType::Q5_0 => Weights::Q5_0(copy_blocks(&t.data()?, dtype)?),
+            GgmlDType::Q8_0 if !candle_has_vnni_q8_0() => {
+                Weights::Q8_0(copy_blocks(&t.data()?, dtype)?)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            weights,
+            rows,
+            cols,
+        }))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `dst` (m × rows) = `lhs` (m × cols) · Wᵀ, where m is
+    /// `lhs.len() / cols`.
+    pub fn matmul(&self, lhs: &[f32], dst: &mut [f32]) -> Result<()> {
+        let (rows, cols) = (self.rows, self.cols);
+        if lhs.is_empty() || !lhs.len().is_multiple_of(cols) {
+            candle_core::bail!(
+                "quantized matmul: input of {} values is not rows of {cols} columns",
+                lhs.len()
+            )
+        }
+        let m = lhs.len() / cols;
+        if dst.len() != m * rows {
+            candle_core::bail!(
+                "quantized matmul: output holds {} values, {m} x {rows} expected",
+                dst.len()
+            )
+        }
+        let blocks = cols / QK;
+        match &self.weights {
+            Weights::Q4_1(w) => {
+                let mut acts = vec![BlockQ8_1::ZERO; m * blocks];
+                for (x, a) in lhs.chunks_exact(cols).zip(acts.chunks_exact_mut(blocks)) {
+                    quantize_q8_1(x, a);
+                }
+                rows_parallel(dst, rows, m, |row, token| {
+                    q4_1_q8_1(
+                        &w[row * blocks..(row + 1) * blocks],
+                        &acts[token * blocks..(token + 1) * blocks],
+                    )
+                });
+            }
+            Weights::Q5_0(w) => with_q8_0(lhs, cols, dst, rows, w, q5_0_q8_0),
+            Weights::Q8_0(w) => with_q8_0(lhs, cols, dst, rows, w, q8_0_q8_0),
+        }
+        Ok(())
+    }
+
+    /// Rows `ids` dequantized, one after the other: an embedding lookup.
+    pub fn rows_f32(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let cols = self.cols;
+        let mut out = vec![0f32; ids.len() * cols];
+        for (&id, out) in ids.iter().zip(out.chunks_exact_mut(cols)) {
+            let row = id as usize;
+            if row >= self.rows {
+                candle_core::bail!("row {row} is outside the matrix of {} rows", self.rows)
+            }
+            let blocks = cols / QK;
+            let range = row * blocks..(row + 1) * blocks;
+            match &self.weights {
+                Weights::Q4_1(w) => dequantize(&w[range], out, BlockQ4_1::values_f32),
+                Weights::Q5_0(w) => dequantize(&w[range], out, BlockQ5_0::values_f32),
+                Weights::Q8_0(w) => dequantize(&w[range], out, BlockQ8_0::values_f32),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `x` of shape `(.., cols)` times the transpose: shape `(.., rows)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let lhs = x
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let mut out = vec![0f32; lhs.len() / self.cols.max(1) * self.rows];
+        self.matmul(&lhs, &mut out)?;
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("at least one dimension") = self.rows;
+        Tensor::from_vec(out, shape, &Device::Cpu)
+    }
+}
+
+fn dequantize<B>(blocks: &[B], out: &mut [f32], values: impl Fn(&B) -> [f32; QK]) {
+    for (b, out) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        out.copy_from_slice(&values(b));
+    }
+}
+
+/// `dst = lhs · wᵀ` for weights whose dot partner is Q8_0.
+fn with_q8_0<W: Sync>(
+    lhs: &[f32],
+    cols: usize,
+    dst: &mut [f32],
+    rows: usize,
+    w: &[W],
+    dot: impl Fn(&[W], &[BlockQ8_0]) -> f32 + Sync,
+) {
+    let blocks = cols / QK;
+    let m = lhs.len() / cols;
+    let mut acts = vec![BlockQ8_0::ZERO; m * blocks];
+    for (x, a) in lhs.chunks_exact(cols).zip(acts.chunks_exact_mut(blocks)) {
+        quantize_q8_0(x, a);
+    }
+    rows_parallel(dst, rows, m, |row, token| {
+        dot(
+            &w[row * blocks..(row + 1) * blocks],
+            &acts[token * blocks..(token + 1) * blocks],
+        )
+    });
+}
+
+/// Fills `out` (`m` tokens × `rows`) with `dot(row, token)`, weight rows
+/// split over candle's thread pool; each weight row meets every token
+/// while it is in cache.
+fn rows_parallel(out: &mut [f32], rows: usize, m: usize, dot: impl Fn(usize, usize) -> f32 + Sync) {
+    let out_ptr = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROWS_PER_ITEM), |items| {
+        for item in items {
+            for row in item * ROWS_PER_ITEM..rows.min((item + 1) * ROWS_PER_ITEM) {
+                for token in 0..m {
+                    // SAFETY: each (token, row) is written by exactly one
+                    // work item, within `out`'s m × rows elements.
+                    unsafe { *(out_ptr as *mut f32).add(token * rows + row) = dot(row, token) };
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::Module;
+    use rand::{Rng, SeedableRng};
+
+    /// The product of this module against candle's dequantize-then-matmul,
+    /// for awkward shapes: rows and tokens that are no multiple of the work
+    /// item or the SIMD width.
+    fn check(dtype: GgmlDType, cols: usize) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(dtype as u64 + cols as u64);
+        for (rows, m) in [(37, 1), (5, 3), (70, 7)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let wt = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&wt, dtype).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
+            let reference = xt
+                .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let ours = CpuQMatMul::from_qtensor(&q).unwrap().expect("a kernel");
+            let mut got = vec![0f32; m * rows];
+            ours.matmul(&x, &mut got).unwrap();
+            // Against the exact product only the activations' 8-bit
+            // quantization differs: at most half a step (max|x| / 254) per
+            // value times the weight, summed over the row.
+            let candle = QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap();
+            let candle = candle.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let tolerance = 2.0 / 254.0 * cols as f32;
+            for i in 0..m * rows {
+                assert!(
+                    (got[i] - reference[i]).abs() <= tolerance,
+                    "{dtype:?} {rows}x{cols}, {m} tokens, [{i}]: {} vs dequantized {}",
+                    got[i],
+                    reference[i]
+                );
+                // candle quantizes the activations the same way: only the
+                // order of the float sums differs.
+                assert!(
+                    (got[i] - candle[i]).abs()
+                        <= 1e-4 * (1.0 + candle[i].abs()) * cols as f32 / 32.0,
+                    "{dtype:?} {rows}x{cols}, {m} tokens, [{i}]: {} vs candle {}",
+                    got[i],
+                    candle[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_type_agrees_with_candle() {
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
+            check(dtype, 96);
+            check(dtype, 800);
+        }
+    }
+
+    #[test]
+    fn rows_dequantize_as_candle_does() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
+            let (rows, cols) = (9, 256);
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let q = QTensor::quantize(
+                &Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap(),
+                dtype,
+            )
+            .unwrap();
+            let expected = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let mm = CpuQMatMul::from_qtensor(&q).unwrap().unwrap();
+            let got = mm.rows_f32(&[7, 0, 7]).unwrap();
+            assert_eq!(&got[..cols], &expected[7][..], "{dtype:?}");
+            assert_eq!(&got[cols..2 * cols], &expected[0][..], "{dtype:?}");
+            let err = mm.rows_f32(&[9]).unwrap_err().to_string();
+            assert!(err.contains("row 9") && err.contains("9 rows"), "{err}");
+        }
+    }
+
+    #[test]
+    fn other_types_are_left_to_candle() {
+        let t = Tensor::zeros((4, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
+        for dtype in [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let q = QTensor::quantize(&t, dtype).unwrap();
+            assert!(CpuQMatMul::from_qtensor(&q).unwrap().is_none(), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_that_name_the_sizes() {
+        let t = Tensor::zeros((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::Q4_1).unwrap();
+        let mm = CpuQMatMul::from_qtensor(&q).unwrap().unwrap();
+        let err = mm
+            .matmul(&[0.0; 65], &mut [0.0; 4])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("65 values") && err.contains("64 columns"),
+            "{err}"
+        );
+        let err = mm
+            .matmul(&[0.0; 128], &mut [0.0; 4])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 x 4"), "{err}");
+    }
+}
