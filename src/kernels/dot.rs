@@ -91,6 +91,40 @@ pub fn q4_1_q8_1(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
     q4_1_q8_1_scalar(xs, ys)
 }
 
+/// Four weight rows against one activation row: each row's result is the
+/// single-row kernel's bit for bit; the activation blocks are read once.
+#[inline]
+pub fn q4_1_q8_1_x4(xs: [&[BlockQ4_1]; 4], ys: &[BlockQ8_1]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q4_1_q8_1_x4(xs, ys) };
+    }
+    xs.map(|x| q4_1_q8_1_scalar(x, ys))
+}
+
+/// [`q5_0_q8_0`] of four weight rows; see [`q4_1_q8_1_x4`].
+#[inline]
+pub fn q5_0_q8_0_x4(xs: [&[BlockQ5_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q5_0_q8_0_x4(xs, ys) };
+    }
+    xs.map(|x| q5_0_q8_0_scalar(x, ys))
+}
+
+/// [`q8_0_q8_0`] of four weight rows; see [`q4_1_q8_1_x4`].
+#[inline]
+pub fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q8_0_q8_0_x4(xs, ys) };
+    }
+    xs.map(|x| q8_0_q8_0_scalar(x, ys))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -240,6 +274,105 @@ mod avx2 {
         }
         sum
     }
+
+    /// The block sums of four rows' lanes as `[s0, s1, s2, s3]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum_i32_x4(s: [__m256i; 4]) -> __m128i {
+        let s01 = _mm256_hadd_epi32(s[0], s[1]);
+        let s23 = _mm256_hadd_epi32(s[2], s[3]);
+        let all = _mm256_hadd_epi32(s01, s23);
+        _mm_add_epi32(
+            _mm256_castsi256_si128(all),
+            _mm256_extracti128_si256::<1>(all),
+        )
+    }
+
+    /// Eight f16 as f32: `a` in lanes 0..4, `b` in lanes 4..8.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_x8(a: [half::f16; 4], b: [half::f16; 4]) -> (__m128, __m128) {
+        let bits = |h: half::f16| h.to_bits() as i16;
+        let v = _mm256_cvtph_ps(_mm_set_epi16(
+            bits(b[3]),
+            bits(b[2]),
+            bits(b[1]),
+            bits(b[0]),
+            bits(a[3]),
+            bits(a[2]),
+            bits(a[1]),
+            bits(a[0]),
+        ));
+        (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1_q8_1_x4(xs: [&[BlockQ4_1]; 4], ys: &[BlockQ8_1]) -> [f32; 4] {
+        let ones = _mm256_set1_epi16(1);
+        // Lane r is row r's running sum, in the scalar kernel's order:
+        // separate multiplies and adds, no fused multiply-add.
+        let mut sum = _mm_setzero_ps();
+        for (b, y) in ys.iter().enumerate() {
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let sums =
+                rows.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(&x.qs), qy), ones));
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, mx) = f16_x8(rows.map(|x| x.d), rows.map(|x| x.m));
+            let dysy = f16_pairs([y.d, y.s], [half::f16::ZERO; 2]);
+            let dy = _mm_shuffle_ps::<0b0000_0000>(dysy, dysy);
+            let sy = _mm_shuffle_ps::<0b0101_0101>(dysy, dysy);
+            let t = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(sumi, dx), dy), _mm_mul_ps(mx, sy));
+            sum = _mm_add_ps(sum, t);
+        }
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q5_0_q8_0_x4(xs: [&[BlockQ5_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+        let mut sum = _mm_setzero_ps();
+        let minus_16 = _mm256_set1_epi8(-16);
+        for (b, y) in ys.iter().enumerate() {
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let sums = rows.map(|x| {
+                let high_clear = _mm256_andnot_si256(bytes_from_bits(x.qh), minus_16);
+                dot_i8_lanes(_mm256_or_si256(nibbles(&x.qs), high_clear), qy)
+            });
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, _) = f16_x8(rows.map(|x| x.d), [half::f16::ZERO; 4]);
+            let dy = _mm_set1_ps(_mm_cvtss_f32(f16_pairs(
+                [y.d, half::f16::ZERO],
+                [half::f16::ZERO; 2],
+            )));
+            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
+        }
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, y) in ys.iter().enumerate() {
+            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+            for (acc, x) in acc.iter_mut().zip(&xs) {
+                let x = &x[b];
+                let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+                *acc = _mm256_fmadd_ps(scale_product(x.d, y.d), dot_i8(qx, qy), *acc);
+            }
+        }
+        acc.map(|a| hsum(a))
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +439,29 @@ mod tests {
                 q5_0_q8_0_scalar(&x, &q8_0),
                 "{blocks}"
             );
+
+            // Four rows at once: each the single-row result, bit for bit.
+            let rows: Vec<Vec<BlockQ4_1>> = (0..4).map(|_| random_q4_1(&mut rng, blocks)).collect();
+            let four = q4_1_q8_1_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_1);
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(four[r], q4_1_q8_1_scalar(row, &q8_1), "{blocks} row {r}");
+            }
+            let rows: Vec<Vec<BlockQ5_0>> = (0..4).map(|_| random_q5_0(&mut rng, blocks)).collect();
+            let four = q5_0_q8_0_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_0);
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(four[r], q5_0_q8_0_scalar(row, &q8_0), "{blocks} row {r}");
+            }
+            let rows: Vec<Vec<BlockQ8_0>> = (0..4)
+                .map(|_| {
+                    let mut x = vec![BlockQ8_0::ZERO; blocks];
+                    quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
+                    x
+                })
+                .collect();
+            let four = q8_0_q8_0_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_0);
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(four[r], q8_0_q8_0(row, &q8_0), "{blocks} row {r}");
+            }
 
             // Q8_0 sums in eight lanes: equal up to the float order.
             let mut x = vec![BlockQ8_0::ZERO; blocks];
