@@ -1,6 +1,6 @@
 //! End-to-end tests of the `strata` binary: make-model, plan (table, JSON,
-//! errors), generate (streamed text, report, seeds, stop strings), devices
-//! and check (the oracles on a device).
+//! errors), generate (streamed text, report, seeds, stop strings), devices,
+//! check (the oracles on a device) and quantize.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -302,4 +302,70 @@ fn check_runs_the_oracles_on_the_cpu_and_refuses_what_it_cannot_check() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("rebuild with `--features cuda`"), "{err}");
     }
+}
+
+#[test]
+fn quantize_writes_a_model_that_loads_and_refuses_bad_input_by_name() {
+    use candle_core::quantized::{gguf_file::Content, GgmlDType};
+    let dir = tempfile::tempdir().unwrap();
+    let m = make_model(dir.path(), &["--quant", "f16"]);
+    let types_of = |path: &str| -> Vec<(String, GgmlDType)> {
+        let mut f = std::fs::File::open(path).unwrap();
+        let c = Content::read(&mut f).unwrap();
+        c.tensor_infos
+            .iter()
+            .map(|(n, i)| (n.clone(), i.ggml_dtype))
+            .collect()
+    };
+    for (scheme, probe, expected) in [
+        ("q8_0", "blk.0.ffn_up.weight", GgmlDType::Q8_0),
+        ("q4_k_m", "blk.1.ffn_up.weight", GgmlDType::Q4K),
+        ("q4_k_m", "blk.3.ffn_down.weight", GgmlDType::Q6K),
+        ("q4_1", "output.weight", GgmlDType::Q4_1),
+    ] {
+        let out = dir.path().join(format!("{scheme}.gguf"));
+        let out = out.to_string_lossy().into_owned();
+        let (_, report) = ok(&strata(&["quantize", &m, "-o", &out, "-t", scheme]));
+        assert!(
+            report.contains("wrote") && report.contains("f32"),
+            "{report}"
+        );
+        let types = types_of(&out);
+        let t = types.iter().find(|(n, _)| n == probe).unwrap().1;
+        assert_eq!(t, expected, "{scheme}: {probe}");
+        assert!(types
+            .iter()
+            .all(|(n, t)| !n.ends_with("norm.weight") || *t == GgmlDType::F32));
+        // The requantized model generates.
+        ok(&strata(&[
+            "generate",
+            "-m",
+            &out,
+            "-p",
+            "Once upon",
+            "-n",
+            "4",
+            "--temperature",
+            "0",
+        ]));
+    }
+    let bad = strata(&["quantize", &m, "-o", "/tmp/never.gguf", "-t", "q9_9"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("`q9_9`") && err.contains("q4_k_m"),
+        "{err}"
+    );
+    let missing = strata(&[
+        "quantize",
+        "no-such.gguf",
+        "-o",
+        "/tmp/never.gguf",
+        "-t",
+        "q8_0",
+    ]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("no-such.gguf"),
+        "{err}"
+    );
 }

@@ -1,8 +1,10 @@
 //! Dot products of one row of weight blocks with one row of activation
 //! blocks: a scalar reference and an AVX2 version of each.
 //!
-//! The AVX2 versions of Q4_1 and Q5_0 compute each block's integer sum in
-//! SIMD (exact) and add the blocks up in the scalar reference's float order,
+//! The AVX2 versions of Q4_1 and Q5_0 compute each block's integer sum and
+//! scale products in SIMD, four blocks at a time (exact, and per block the
+//! same float operations), and add the blocks up in the scalar reference's
+//! float order,
 //! which is candle's and llama.cpp's generic one: their results are the
 //! reference's bit for bit. That matters more than it seems. After every
 //! product the next layer rounds its activations to 8 bits, so a last-bit
@@ -231,6 +233,24 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q5_0_q8_0(xs: &[BlockQ5_0], ys: &[BlockQ8_0]) -> f32 {
         let mut sum = 0f32;
+        let minus_16 = _mm256_set1_epi8(-16);
+        // Four blocks at a time: their integer sums and scale products in
+        // SIMD, then added to `sum` one by one in block order.
+        let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
+        let (xs, ys) = (xs4.remainder(), ys4.remainder());
+        for (x, y) in xs4.zip(ys4) {
+            let sums: [__m256i; 4] = std::array::from_fn(|i| {
+                let high_clear = _mm256_andnot_si256(bytes_from_bits(x[i].qh), minus_16);
+                let qx = _mm256_or_si256(nibbles(&x[i].qs), high_clear);
+                dot_i8_lanes(qx, _mm256_loadu_si256(y[i].qs.as_ptr().cast()))
+            });
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, dy) = f16_x8(
+                std::array::from_fn(|i| x[i].d),
+                std::array::from_fn(|i| y[i].d),
+            );
+            sum = add_in_order(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
+        }
         for (x, y) in xs.iter().zip(ys) {
             // q - 16 as i8: where bit 4 is clear, setting the top four bits
             // of the nibble subtracts 16; where it is set, the nibble is q - 16.
@@ -255,6 +275,26 @@ mod avx2 {
     pub unsafe fn q4_1_q8_1(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
         let ones = _mm256_set1_epi16(1);
         let mut sum = 0f32;
+        // Four blocks at a time, as in `q5_0_q8_0`.
+        let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
+        let (xs, ys) = (xs4.remainder(), ys4.remainder());
+        for (x, y) in xs4.zip(ys4) {
+            let sums: [__m256i; 4] = std::array::from_fn(|i| {
+                let qy = _mm256_loadu_si256(y[i].qs.as_ptr().cast());
+                _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(&x[i].qs), qy), ones)
+            });
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, mx) = f16_x8(
+                std::array::from_fn(|i| x[i].d),
+                std::array::from_fn(|i| x[i].m),
+            );
+            let (dy, sy) = f16_x8(
+                std::array::from_fn(|i| y[i].d),
+                std::array::from_fn(|i| y[i].s),
+            );
+            let t = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(sumi, dx), dy), _mm_mul_ps(mx, sy));
+            sum = add_in_order(sum, t);
+        }
         for (x, y) in xs.iter().zip(ys) {
             let qx = nibbles(&x.qs);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
@@ -275,7 +315,18 @@ mod avx2 {
         sum
     }
 
-    /// The block sums of four rows' lanes as `[s0, s1, s2, s3]`.
+    /// `sum + t[0] + t[1] + t[2] + t[3]`, added left to right (the scalar
+    /// kernels' order).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn add_in_order(sum: f32, t: __m128) -> f32 {
+        let mut lanes = [0f32; 4];
+        _mm_storeu_ps(lanes.as_mut_ptr(), t);
+        ((sum + lanes[0]) + lanes[1]) + lanes[2] + lanes[3]
+    }
+
+    /// The lane sums of four vectors as `[s0, s1, s2, s3]` (four rows, or
+    /// four blocks).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum_i32_x4(s: [__m256i; 4]) -> __m128i {

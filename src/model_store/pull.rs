@@ -114,14 +114,17 @@ pub async fn pull(
         reference: reference.clone(),
         message: e.to_string(),
     };
-    let mut builder = ApiBuilder::from_cache(Cache::new(opts.cache.root().to_path_buf()))
-        .with_endpoint(opts.endpoint.trim_end_matches('/').to_string())
-        .with_progress(false)
-        .with_chunk_size(Some(opts.chunk_size.max(1)));
-    if opts.token.is_some() {
-        builder = builder.with_token(opts.token.clone());
-    }
-    let api = builder.build().map_err(hub)?;
+    let api_for = |opts: &PullOptions| {
+        let mut builder = ApiBuilder::from_cache(Cache::new(opts.cache.root().to_path_buf()))
+            .with_endpoint(opts.endpoint.trim_end_matches('/').to_string())
+            .with_progress(false)
+            .with_chunk_size(Some(opts.chunk_size.max(1)));
+        if opts.token.is_some() {
+            builder = builder.with_token(opts.token.clone());
+        }
+        builder.build()
+    };
+    let api = api_for(opts).map_err(hub)?;
     let repo = api.repo(Repo::with_revision(
         file.repo.clone(),
         RepoType::Model,
@@ -160,10 +163,33 @@ pub async fn pull(
     }
     let mut attempt = 1;
     let path = loop {
-        match repo
-            .download_with_progress(&file.file, progress.clone())
-            .await
-        {
+        // hf-hub fetches each chunk in a task of its own behind a one-permit
+        // semaphore, and a later attempt resumes only the contiguous prefix
+        // of what arrived. On a multi-thread runtime which task polls first
+        // is a race (the last spawned often wins), so a cut could cost
+        // every chunk fetched ahead of chunk 0; a current-thread runtime
+        // polls them in spawn order, which is file order.
+        let (opts_in, file_in, progress_in) = (opts.clone(), file.clone(), progress.clone());
+        let downloaded = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let api = api_for(&opts_in).map_err(|e| e.to_string())?;
+                api.repo(Repo::with_revision(
+                    file_in.repo.clone(),
+                    RepoType::Model,
+                    file_in.revision.clone(),
+                ))
+                .download_with_progress(&file_in.file, progress_in)
+                .await
+                .map_err(|e| e.to_string())
+            })
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?;
+        match downloaded {
             Ok(path) => break path,
             Err(e) if attempt < ATTEMPTS => {
                 let wait = Duration::from_millis(500 << attempt);
@@ -175,7 +201,7 @@ pub async fn pull(
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
-            Err(e) => return Err(hub(e)),
+            Err(message) => return Err(PullError::Hub { reference, message }),
         }
     };
     let check = path.clone();
