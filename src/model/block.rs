@@ -235,12 +235,11 @@ impl Block {
         let (d, n_head, n_kv) = (self.head_dim, self.n_head, self.n_kv_head);
         let mut h = vec![0f32; x.len()];
         self.attn_norm.forward_host(x, &mut h)?;
-        let [mut q, mut k, v]: [Vec<f32>; 3] = self
+        let [mut q, mut k, mut v]: [Vec<f32>; 3] = self
             .qkv
             .forward_host(&h, dim)?
             .try_into()
             .expect("q, k and v");
-        let mut v = v;
         if let Some([bq, bk, bv]) = &self.qkv_bias_host {
             for (t, b) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
                 for row in t.chunks_exact_mut(b.len()) {

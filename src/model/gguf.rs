@@ -214,6 +214,21 @@ impl GgufFile {
     }
 }
 
+/// Writes a GGUF file of `metadata` and `tensors` (in the given order) to
+/// `path`: what the synthetic models and requantized files are made with.
+pub fn write_gguf(
+    path: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[(String, QTensor)],
+) -> candle_core::Result<()> {
+    let mut file = std::io::BufWriter::new(File::create(path)?);
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    candle_core::quantized::gguf_file::write(&mut file, &md, &ts)?;
+    std::io::Write::flush(&mut file)?;
+    Ok(())
+}
+
 /// Bytes of a tensor in its stored form: whole blocks of its GGML type.
 pub fn stored_bytes(info: &TensorInfo) -> u64 {
     let elems = info.shape.elem_count() as u64;

@@ -298,11 +298,9 @@ impl LayeredModel {
         let first = &self.stages[0];
         let ids = Tensor::new(tokens, &first.device)?.unsqueeze(0)?;
         let mut x = self.embedding.embedding(&ids)?;
-        let mask = if n > 1 {
-            Some(causal_mask(n, pos)?)
-        } else {
-            None
-        };
+        // Host stages mask by position themselves; the additive mask is
+        // built once, for the first tensor stage that needs it.
+        let mut mask: Option<Tensor> = None;
         let dim = self.config.dim;
 
         for (i, stage) in self.stages.iter().enumerate() {
@@ -321,6 +319,9 @@ impl LayeredModel {
                 }
                 x = Tensor::from_vec(h, (1, n, dim), &stage.device)?;
             } else {
+                if n > 1 && mask.is_none() {
+                    mask = Some(causal_mask(n, pos)?);
+                }
                 let mask = mask
                     .as_ref()
                     .map(|m| m.to_device(&stage.device))

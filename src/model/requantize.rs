@@ -13,12 +13,12 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::error::{candle_message, LoadError};
-use super::gguf::GgufFile;
+use super::gguf::{write_gguf, GgufFile};
 
 /// What to requantize to: one type for every matrix, or llama.cpp's
 /// Q4_K_M mix.
@@ -165,15 +165,7 @@ pub fn requantize(input: &Path, output: &Path, scheme: Scheme) -> Result<Summary
         metadata.push(("general.file_type".into(), Value::U32(ft)));
     }
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
-    let write = |path: &Path| -> candle_core::Result<()> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-        gguf_file::write(&mut file, &md, &ts)?;
-        std::io::Write::flush(&mut file)?;
-        Ok(())
-    };
-    write(output).map_err(|e| {
+    write_gguf(output, &metadata, &tensors).map_err(|e| {
         LoadError::Invalid(format!(
             "writing {}: {}",
             output.display(),

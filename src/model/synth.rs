@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::config::Architecture;
+use super::gguf::write_gguf;
 use super::tokenizer::byte_level;
 use super::tokenizer::VocabKind;
 
@@ -254,12 +255,7 @@ pub fn write_synthetic(spec: &SynthSpec, path: &Path) -> candle_core::Result<()>
         md.push(("tokenizer.ggml.eot_token_id".into(), Value::U32(eot)));
     }
 
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut file, &md_refs, &t_refs)?;
-    std::io::Write::flush(&mut file)?;
-    Ok(())
+    write_gguf(path, &md, &tensors)
 }
 
 /// Writes `spec` to `path` unless the file is already there (benchmarks

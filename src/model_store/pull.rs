@@ -125,11 +125,8 @@ pub async fn pull(
         builder.build()
     };
     let api = api_for(opts).map_err(hub)?;
-    let repo = api.repo(Repo::with_revision(
-        file.repo.clone(),
-        RepoType::Model,
-        file.revision.clone(),
-    ));
+    let hub_repo = Repo::with_revision(file.repo.clone(), RepoType::Model, file.revision.clone());
+    let repo = api.repo(hub_repo.clone());
     let meta = api.metadata(&repo.url(&file.file)).await.map_err(hub)?;
     let hub_sha = Some(meta.etag().to_ascii_lowercase()).filter(|e| is_sha256(e));
     let (expected, source_of) = match (&opts.pinned, &hub_sha) {
@@ -169,7 +166,8 @@ pub async fn pull(
         // is a race (the last spawned often wins), so a cut could cost
         // every chunk fetched ahead of chunk 0; a current-thread runtime
         // polls them in spawn order, which is file order.
-        let (opts_in, file_in, progress_in) = (opts.clone(), file.clone(), progress.clone());
+        let (opts_in, repo_in) = (opts.clone(), hub_repo.clone());
+        let (name, progress_in) = (file.file.clone(), progress.clone());
         let downloaded = tokio::task::spawn_blocking(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -177,14 +175,10 @@ pub async fn pull(
                 .map_err(|e| e.to_string())?;
             runtime.block_on(async {
                 let api = api_for(&opts_in).map_err(|e| e.to_string())?;
-                api.repo(Repo::with_revision(
-                    file_in.repo.clone(),
-                    RepoType::Model,
-                    file_in.revision.clone(),
-                ))
-                .download_with_progress(&file_in.file, progress_in)
-                .await
-                .map_err(|e| e.to_string())
+                api.repo(repo_in)
+                    .download_with_progress(&name, progress_in)
+                    .await
+                    .map_err(|e| e.to_string())
             })
         })
         .await

@@ -117,10 +117,7 @@ pub fn rewrite_gguf(
             )
         })
         .collect();
-    let mut out = std::fs::File::create(dst).unwrap();
-    let m: Vec<_> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let t: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut out, &m, &t).unwrap();
+    strata::model::gguf::write_gguf(dst, &md, &tensors).unwrap();
 }
 
 /// A served tiny model (byte-level BPE vocabulary with a ChatML template)
