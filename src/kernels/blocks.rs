@@ -121,11 +121,9 @@ fn q8_scale(x: &[f32]) -> (f32, f32) {
 pub fn quantize_q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
     debug_assert_eq!(xs.len(), ys.len() * QK);
     for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
-        let (d, id) = q8_scale(x);
-        for (q, v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
-        }
+        let (d, qs) = quantize_block(x.try_into().expect("a block of 32"));
         y.d = f16::from_f32(d);
+        y.qs = qs;
     }
 }
 
@@ -134,13 +132,108 @@ pub fn quantize_q8_0(xs: &[f32], ys: &mut [BlockQ8_0]) {
 pub fn quantize_q8_1(xs: &[f32], ys: &mut [BlockQ8_1]) {
     debug_assert_eq!(xs.len(), ys.len() * QK);
     for (x, y) in xs.chunks_exact(QK).zip(ys.iter_mut()) {
-        let (d, id) = q8_scale(x);
-        let mut sum = 0i32;
-        for (q, v) in y.qs.iter_mut().zip(x) {
-            *q = (v * id).round() as i8;
-            sum += i32::from(*q);
-        }
+        let (d, qs) = quantize_block(x.try_into().expect("a block of 32"));
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
         y.d = f16::from_f32(d);
         y.s = f16::from_f32(sum as f32) * y.d;
+        y.qs = qs;
+    }
+}
+
+/// One block's scale `d = max|x| / 127` and values `round(x / d)`
+/// (rounding half away from zero), on the fastest path this CPU has.
+fn quantize_block(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { quantize_block_avx2(x) };
+    }
+    quantize_block_scalar(x)
+}
+
+/// [`quantize_block`], scalar: the reference.
+pub fn quantize_block_scalar(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    let (d, id) = q8_scale(x);
+    (d, x.map(|v| (v * id).round() as i8))
+}
+
+/// [`quantize_block`] in AVX2, equal to the scalar one bit for bit (for
+/// finite input): the same max, division and products, and `round`'s
+/// half-away-from-zero built from an exact truncation.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_avx2(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    use std::arch::x86_64::*;
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+    let abs = v.map(|v| _mm256_andnot_ps(sign_bit, v));
+    let max = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let max = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps::<1>(max));
+    let max = _mm_max_ps(max, _mm_movehl_ps(max, max));
+    let amax = _mm_cvtss_f32(_mm_max_ss(max, _mm_movehdup_ps(max)));
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let q = v.map(|v| {
+        let p = _mm256_mul_ps(v, id);
+        // |p| - trunc(|p|) is exact; round up from one half.
+        let a = _mm256_andnot_ps(sign_bit, p);
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(a);
+        let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, t), half), one);
+        let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(sign_bit, p));
+        _mm256_cvtps_epi32(r)
+    });
+    // i32 -> i16 -> i8 packs interleave 128-bit lanes; restore the order.
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let mut out = [0i8; QK];
+    _mm256_storeu_si256(out.as_mut_ptr().cast(), ordered);
+    (d, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn simd_quantization_equals_the_scalar_one() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut blocks: Vec<[f32; QK]> = (0..2000)
+            .map(|i| {
+                let scale = [1e-3, 1.0, 50.0, 1e4][i % 4];
+                std::array::from_fn(|_| rng.random_range(-1.0..1.0) * scale)
+            })
+            .collect();
+        // Exact halves after scaling (max 127 makes id 1): ties round away
+        // from zero, in both directions; an all-zero block has d = 0.
+        blocks.push(std::array::from_fn(|j| {
+            if j == 0 {
+                127.0
+            } else {
+                j as f32 - 15.5
+            }
+        }));
+        blocks.push(std::array::from_fn(|j| {
+            if j == 0 {
+                -127.0
+            } else {
+                0.5 - j as f32 / 2.0
+            }
+        }));
+        blocks.push([0.0; QK]);
+        for x in &blocks {
+            assert_eq!(quantize_block(x), quantize_block_scalar(x), "{x:?}");
+        }
+        let (d, q) = quantize_block(&blocks[blocks.len() - 3]);
+        assert_eq!(d, 1.0);
+        assert_eq!((q[1], q[2], q[17]), (-15, -14, 2), "{q:?}");
     }
 }

@@ -1,18 +1,17 @@
 //! Dot products of one row of weight blocks with one row of activation
 //! blocks: a scalar reference and an AVX2 version of each.
 //!
-//! The AVX2 versions of Q4_1 and Q5_0 compute each block's integer sum and
-//! scale products in SIMD, four blocks at a time (exact, and per block the
-//! same float operations), and add the blocks up in the scalar reference's
-//! float order,
-//! which is candle's and llama.cpp's generic one: their results are the
-//! reference's bit for bit. That matters more than it seems. After every
+//! The AVX2 versions compute each block's integer sum and scale products in
+//! SIMD (exact, and per block the same float operations) and add the blocks
+//! up in the scalar reference's float order, which is candle's and
+//! llama.cpp's generic one: their results are the reference's bit for bit,
+//! for one row, four rows, or a tile of four rows by two tokens (whose lanes
+//! are eight separate sums). That matters more than it seems. After every
 //! product the next layer rounds its activations to 8 bits, so a last-bit
 //! difference here can flip a rounding there, and over SmolLM2's 30 layers
 //! a summation order that is merely as accurate moved its logits by 3 %
-//! and changed its greedy output. Q8_0 follows candle's AVX2 order (eight
-//! lanes per block, summed at the end), which its scalar reference does
-//! not share.
+//! and changed its greedy output. It also keeps prefill (tiles) and decode
+//! (one row) on the same numbers.
 
 use super::blocks::{BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 
@@ -127,6 +126,42 @@ pub fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
     xs.map(|x| q8_0_q8_0_scalar(x, ys))
 }
 
+/// Four weight rows against two activation rows (a prefill tile): lane
+/// `4 t + r` is row `r` against token `t`, each the single-row kernel's
+/// result bit for bit. Every weight block is decoded once for both tokens
+/// and every activation block read once for the four rows.
+#[inline]
+pub fn q4_1_q8_1_4x2(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 2]) -> [f32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q4_1_q8_1_4x2(xs, ys) };
+    }
+    std::array::from_fn(|i| q4_1_q8_1_scalar(xs[i % 4], ys[i / 4]))
+}
+
+/// [`q5_0_q8_0`] as a tile of four rows by two tokens; see [`q4_1_q8_1_4x2`].
+#[inline]
+pub fn q5_0_q8_0_4x2(xs: [&[BlockQ5_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q5_0_q8_0_4x2(xs, ys) };
+    }
+    std::array::from_fn(|i| q5_0_q8_0_scalar(xs[i % 4], ys[i / 4]))
+}
+
+/// [`q8_0_q8_0`] as a tile of four rows by two tokens; see [`q4_1_q8_1_4x2`].
+#[inline]
+pub fn q8_0_q8_0_4x2(xs: [&[BlockQ8_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        return unsafe { avx2::q8_0_q8_0_4x2(xs, ys) };
+    }
+    std::array::from_fn(|i| q8_0_q8_0_scalar(xs[i % 4], ys[i / 4]))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -153,16 +188,6 @@ mod avx2 {
         _mm_cvtph_ps(_mm_set_epi32(0, 0, bits(b), bits(a)))
     }
 
-    /// Sum of the eight f32 lanes of `v`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
     /// 0xFF in byte `j` where bit `j` of `bits` is set, 0 elsewhere.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -180,14 +205,6 @@ mod avx2 {
         _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
     }
 
-    /// `Σ x y` of signed bytes as eight i32 lane sums turned f32, through
-    /// maddubs: |x| (unsigned) times y with x's sign.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256 {
-        _mm256_cvtepi32_ps(dot_i8_lanes(x, y))
-    }
-
     /// `Σ x y` of signed bytes as eight i32 lane sums.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -196,26 +213,42 @@ mod avx2 {
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
-    /// `d_x d_y` of two blocks with one f16 scale each.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scale_product(dx: half::f16, dy: half::f16) -> __m256 {
-        // [dx, 0, dy, 0] times [dy, 0, ..]
-        let scales = f16_pairs([dx, half::f16::ZERO], [dy, half::f16::ZERO]);
-        _mm256_broadcastss_ps(_mm_mul_ps(scales, _mm_movehl_ps(scales, scales)))
-    }
-
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q8_0_q8_0(xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+        let mut sum = 0f32;
+        // Four blocks at a time, as in `q5_0_q8_0`.
+        let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
+        let (xs, ys) = (xs4.remainder(), ys4.remainder());
+        for (x, y) in xs4.zip(ys4) {
+            let sums: [__m256i; 4] = std::array::from_fn(|i| {
+                let qx = _mm256_loadu_si256(x[i].qs.as_ptr().cast());
+                dot_i8_lanes(qx, _mm256_loadu_si256(y[i].qs.as_ptr().cast()))
+            });
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, dy) = f16_x8(
+                std::array::from_fn(|i| x[i].d),
+                std::array::from_fn(|i| y[i].d),
+            );
+            sum = add_in_order(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
+        }
         for (x, y) in xs.iter().zip(ys) {
             let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            acc = _mm256_fmadd_ps(scale_product(x.d, y.d), dot_i8(qx, qy), acc);
+            let (dx, dy) = scales(x.d, y.d);
+            sum += hsum_i32(dot_i8_lanes(qx, qy)) as f32 * dx * dy;
         }
-        hsum(acc)
+        sum
+    }
+
+    /// Two f16 scales as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales(dx: half::f16, dy: half::f16) -> (f32, f32) {
+        // [dx, 0, dy, 0]
+        let v = f16_pairs([dx, half::f16::ZERO], [dy, half::f16::ZERO]);
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehl_ps(v, v)))
     }
 
     /// Sum of the eight i32 lanes of `v`.
@@ -257,14 +290,8 @@ mod avx2 {
             let high_clear = _mm256_andnot_si256(bytes_from_bits(x.qh), _mm256_set1_epi8(-16));
             let qx = _mm256_or_si256(nibbles(&x.qs), high_clear);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            let sumi = hsum_i32(dot_i8_lanes(qx, qy));
-            // [dx, 0, dy, 0]
-            let scales = f16_pairs([x.d, half::f16::ZERO], [y.d, half::f16::ZERO]);
-            let (dx, dy) = (
-                _mm_cvtss_f32(scales),
-                _mm_cvtss_f32(_mm_movehl_ps(scales, scales)),
-            );
-            sum += sumi as f32 * dx * dy;
+            let (dx, dy) = scales(x.d, y.d);
+            sum += hsum_i32(dot_i8_lanes(qx, qy)) as f32 * dx * dy;
         }
         sum
     }
@@ -413,16 +440,138 @@ mod avx2 {
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut sum = _mm_setzero_ps();
         for (b, y) in ys.iter().enumerate() {
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            for (acc, x) in acc.iter_mut().zip(&xs) {
-                let x = &x[b];
-                let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
-                *acc = _mm256_fmadd_ps(scale_product(x.d, y.d), dot_i8(qx, qy), *acc);
-            }
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let sums = rows.map(|x| dot_i8_lanes(_mm256_loadu_si256(x.qs.as_ptr().cast()), qy));
+            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
+            let (dx, dy) = f16_x8(rows.map(|x| x.d), [y.d; 4]);
+            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
         }
-        acc.map(|a| hsum(a))
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// The lane sums of eight vectors as `[s0, .., s7]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum_i32_x8(s: [__m256i; 8]) -> __m256i {
+        let s01 = _mm256_hadd_epi32(s[0], s[1]);
+        let s23 = _mm256_hadd_epi32(s[2], s[3]);
+        let s45 = _mm256_hadd_epi32(s[4], s[5]);
+        let s67 = _mm256_hadd_epi32(s[6], s[7]);
+        // Each 128-bit half: the partial sums of s0..s3 (s4..s7) over that
+        // half of their lanes.
+        let lo = _mm256_hadd_epi32(s01, s23);
+        let hi = _mm256_hadd_epi32(s45, s67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(lo, hi),
+            _mm256_permute2x128_si256::<0x31>(lo, hi),
+        )
+    }
+
+    /// `[a0, a1, a2, a3, a0, a1, a2, a3]` and `[b0, b0, b0, b0, b1, b1, b1,
+    /// b1]` as f32: a tile's row scales and token scales, lane `4 t + r`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_scales(a: [half::f16; 4], b: [half::f16; 2]) -> (__m256, __m256) {
+        let (rows, tokens) = f16_x8(a, [b[0], b[1], half::f16::ZERO, half::f16::ZERO]);
+        let rows = _mm256_set_m128(rows, rows);
+        let tokens = _mm256_set_m128(
+            _mm_shuffle_ps::<0b0101_0101>(tokens, tokens),
+            _mm_shuffle_ps::<0b0000_0000>(tokens, tokens),
+        );
+        (rows, tokens)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1_q8_1_4x2(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 2]) -> [f32; 8] {
+        let ones = _mm256_set1_epi16(1);
+        // Lane 4 t + r: row r against token t, in the scalar order.
+        let mut sum = _mm256_setzero_ps();
+        for b in 0..ys[0].len() {
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let tokens = [&ys[0][b], &ys[1][b]];
+            let qx = rows.map(|x| nibbles(&x.qs));
+            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+            let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(qx[i % 4], qy[i / 4]), ones)
+            });
+            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
+            let (mx, sy) = tile_scales(rows.map(|x| x.m), tokens.map(|y| y.s));
+            let t = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
+                _mm256_mul_ps(mx, sy),
+            );
+            sum = _mm256_add_ps(sum, t);
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q5_0_q8_0_4x2(xs: [&[BlockQ5_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+        let ones = _mm256_set1_epi16(1);
+        let sixteen = _mm256_set1_epi8(16);
+        let mut sum = _mm256_setzero_ps();
+        for b in 0..ys[0].len() {
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let tokens = [&ys[0][b], &ys[1][b]];
+            // q in 0..32, unsigned: Σ (q - 16) y = Σ q y - 16 Σ y, exactly,
+            // without maddubs' sign trick per pair.
+            let qx = rows.map(|x| {
+                let high = _mm256_and_si256(bytes_from_bits(x.qh), sixteen);
+                _mm256_or_si256(nibbles(&x.qs), high)
+            });
+            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+            // 16 y in pairs of i16: at most 2 * 16 * 128, and q y at most
+            // 2 * 31 * 128; their difference fits i16 too.
+            let offset = qy.map(|y| _mm256_maddubs_epi16(sixteen, y));
+            let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                let pairs = _mm256_maddubs_epi16(qx[i % 4], qy[i / 4]);
+                _mm256_madd_epi16(_mm256_sub_epi16(pairs, offset[i / 4]), ones)
+            });
+            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0_q8_0_4x2(xs: [&[BlockQ8_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+        let ones = _mm256_set1_epi16(1);
+        let mut sum = _mm256_setzero_ps();
+        for b in 0..ys[0].len() {
+            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
+            let tokens = [&ys[0][b], &ys[1][b]];
+            let qx = rows.map(|x| _mm256_loadu_si256(x.qs.as_ptr().cast()));
+            // maddubs multiplies unsigned by signed: |x| by y with x's sign.
+            let abs = qx.map(|q| _mm256_sign_epi8(q, q));
+            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+            let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                let signed = _mm256_sign_epi8(qy[i / 4], qx[i % 4]);
+                _mm256_madd_epi16(_mm256_maddubs_epi16(abs[i % 4], signed), ones)
+            });
+            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
+            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+        }
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
     }
 }
 
@@ -477,7 +626,7 @@ mod tests {
             let mut q8_0 = vec![BlockQ8_0::ZERO; blocks];
             quantize_q8_0(&acts, &mut q8_0);
 
-            // Q4_1 and Q5_0 add up in the scalar order: bit for bit.
+            // Every kernel adds up in the scalar order: bit for bit.
             let x = random_q4_1(&mut rng, blocks);
             assert_eq!(
                 q4_1_q8_1(&x, &q8_1),
@@ -511,21 +660,60 @@ mod tests {
                 .collect();
             let four = q8_0_q8_0_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_0);
             for (r, row) in rows.iter().enumerate() {
-                assert_eq!(four[r], q8_0_q8_0(row, &q8_0), "{blocks} row {r}");
+                assert_eq!(four[r], q8_0_q8_0_scalar(row, &q8_0), "{blocks} row {r}");
             }
 
-            // Q8_0 sums in eight lanes: equal up to the float order.
+            // Tiles of four rows by two tokens: each lane the single-row
+            // result, bit for bit.
+            let acts2 = random_acts(&mut rng, blocks);
+            let mut q8_1b = vec![BlockQ8_1::ZERO; blocks];
+            quantize_q8_1(&acts2, &mut q8_1b);
+            let mut q8_0b = vec![BlockQ8_0::ZERO; blocks];
+            quantize_q8_0(&acts2, &mut q8_0b);
+
+            let rows: Vec<_> = (0..4).map(|_| random_q4_1(&mut rng, blocks)).collect();
+            let tile = q4_1_q8_1_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_1, &q8_1b]);
+            for (i, got) in tile.into_iter().enumerate() {
+                let y = [&q8_1, &q8_1b][i / 4];
+                assert_eq!(
+                    got,
+                    q4_1_q8_1_scalar(&rows[i % 4], y),
+                    "Q4_1 {blocks} lane {i}"
+                );
+            }
+            let rows: Vec<_> = (0..4).map(|_| random_q5_0(&mut rng, blocks)).collect();
+            let tile = q5_0_q8_0_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_0, &q8_0b]);
+            for (i, got) in tile.into_iter().enumerate() {
+                let y = [&q8_0, &q8_0b][i / 4];
+                assert_eq!(
+                    got,
+                    q5_0_q8_0_scalar(&rows[i % 4], y),
+                    "Q5_0 {blocks} lane {i}"
+                );
+            }
+            let rows: Vec<Vec<BlockQ8_0>> = (0..4)
+                .map(|_| {
+                    let mut x = vec![BlockQ8_0::ZERO; blocks];
+                    quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
+                    x
+                })
+                .collect();
+            let tile = q8_0_q8_0_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_0, &q8_0b]);
+            for (i, got) in tile.into_iter().enumerate() {
+                let y = [&q8_0, &q8_0b][i / 4];
+                assert_eq!(
+                    got,
+                    q8_0_q8_0_scalar(&rows[i % 4], y),
+                    "Q8_0 {blocks} lane {i}"
+                );
+            }
+
             let mut x = vec![BlockQ8_0::ZERO; blocks];
             quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
-            let (fast, reference) = (q8_0_q8_0(&x, &q8_0), q8_0_q8_0_scalar(&x, &q8_0));
-            let scale: f32 = x
-                .iter()
-                .zip(&q8_0)
-                .map(|(a, b)| 127.0 * 127.0 * QK as f32 * (a.d.to_f32() * b.d.to_f32()).abs())
-                .sum();
-            assert!(
-                (fast - reference).abs() <= 1e-6 * scale,
-                "{blocks} blocks: {fast} vs {reference}"
+            assert_eq!(
+                q8_0_q8_0(&x, &q8_0),
+                q8_0_q8_0_scalar(&x, &q8_0),
+                "{blocks}"
             );
         }
     }

@@ -15,7 +15,10 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 
 use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
-use super::dot::{q4_1_q8_1, q4_1_q8_1_x4, q5_0_q8_0, q5_0_q8_0_x4, q8_0_q8_0, q8_0_q8_0_x4};
+use super::dot::{
+    q4_1_q8_1, q4_1_q8_1_4x2, q4_1_q8_1_x4, q5_0_q8_0, q5_0_q8_0_4x2, q5_0_q8_0_x4, q8_0_q8_0,
+    q8_0_q8_0_4x2, q8_0_q8_0_x4,
+};
 
 /// The weight rows, in a block type there is a kernel for.
 enum Weights {
@@ -134,15 +137,15 @@ impl CpuQMatMul {
         match &self.weights {
             Weights::Q4_1(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_1::ZERO, quantize_q8_1);
-                product(w, &acts, cols, dst, q4_1_q8_1, q4_1_q8_1_x4);
+                product(w, &acts, cols, dst, q4_1_q8_1, q4_1_q8_1_x4, q4_1_q8_1_4x2);
             }
             Weights::Q5_0(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_0::ZERO, quantize_q8_0);
-                product(w, &acts, cols, dst, q5_0_q8_0, q5_0_q8_0_x4);
+                product(w, &acts, cols, dst, q5_0_q8_0, q5_0_q8_0_x4, q5_0_q8_0_4x2);
             }
             Weights::Q8_0(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_0::ZERO, quantize_q8_0);
-                product(w, &acts, cols, dst, q8_0_q8_0, q8_0_q8_0_x4);
+                product(w, &acts, cols, dst, q8_0_q8_0, q8_0_q8_0_x4, q8_0_q8_0_4x2);
             }
         }
         Ok(())
@@ -207,11 +210,13 @@ fn quantize_rows<A: Copy>(
 /// `dst` (tokens × rows) = `acts` (tokens × blocks) · `w`ᵀ. Weight rows are
 /// split over candle's thread pool in items of [`ROWS_PER_ITEM`]; each
 /// group of rows meets every token while it is in cache. With several
-/// tokens (prefill) rows go four at a time (`dot4`: each activation block
-/// read once for four rows, and four sums in flight), which took SmolLM2's
-/// 128-token prefill from 159 to 256 tok/s; one token (decode) streams
-/// one row at a time (`dot`), since four concurrent row streams from
-/// memory measured slower there (Q8_0 decode 70 against 90 tok/s).
+/// tokens (prefill) rows go four at a time against two tokens at a time
+/// (`tile`: each weight block decoded once for two tokens, each activation
+/// block read once for four rows, eight sums in flight), an odd last token
+/// against the four rows (`dot4`). One token (decode) streams one row at a
+/// time (`dot`), since four concurrent row streams from memory measured
+/// slower there (Q8_0 decode 70 against 90 tok/s).
+#[allow(clippy::too_many_arguments)]
 fn product<W: Sync, A: Sync>(
     w: &[W],
     acts: &[A],
@@ -219,11 +224,13 @@ fn product<W: Sync, A: Sync>(
     dst: &mut [f32],
     dot: impl Fn(&[W], &[A]) -> f32 + Sync,
     dot4: impl Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
+    tile: impl Fn([&[W]; 4], [&[A]; 2]) -> [f32; 8] + Sync,
 ) {
     let blocks = cols / QK;
     let m = acts.len() / blocks;
     let rows = w.len() / blocks;
     let row = |r: usize| &w[r * blocks..(r + 1) * blocks];
+    let token = |t: usize| &acts[t * blocks..(t + 1) * blocks];
     let out_ptr = dst.as_mut_ptr() as usize;
     // SAFETY: each (token, row) is written by exactly one work item, within
     // `dst`'s m × rows elements.
@@ -236,21 +243,24 @@ fn product<W: Sync, A: Sync>(
             let mut r = start;
             while m > 1 && r + 4 <= end {
                 let four = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-                for token in 0..m {
-                    let out = dot4(four, &acts[token * blocks..(token + 1) * blocks]);
+                let mut t = 0;
+                while t + 2 <= m {
+                    let out = tile(four, [token(t), token(t + 1)]);
                     for (i, v) in out.into_iter().enumerate() {
-                        write(token, r + i, v);
+                        write(t + i / 4, r + i % 4, v);
+                    }
+                    t += 2;
+                }
+                if t < m {
+                    for (i, v) in dot4(four, token(t)).into_iter().enumerate() {
+                        write(t, r + i, v);
                     }
                 }
                 r += 4;
             }
             for r in r..end {
-                for token in 0..m {
-                    write(
-                        token,
-                        r,
-                        dot(row(r), &acts[token * blocks..(token + 1) * blocks]),
-                    );
+                for t in 0..m {
+                    write(t, r, dot(row(r), token(t)));
                 }
             }
         }
