@@ -92,74 +92,62 @@ pub fn q4_1_q8_1(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
     q4_1_q8_1_scalar(xs, ys)
 }
 
-/// Four weight rows against one activation row: each row's result is the
-/// single-row kernel's bit for bit; the activation blocks are read once.
-#[inline]
-pub fn q4_1_q8_1_x4(xs: [&[BlockQ4_1]; 4], ys: &[BlockQ8_1]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q4_1_q8_1_x4(xs, ys) };
-    }
-    xs.map(|x| q4_1_q8_1_scalar(x, ys))
+/// A prefill tile: four weight rows against `P` pairs of activation rows.
+/// `out[p][4 t + r]` is row `r` against token `t` of pair `p`, each the
+/// single-row kernel's result bit for bit. Every weight block is decoded
+/// once for all `2 P` tokens and every activation block read once for the
+/// four rows.
+pub type Tile<W, A, const P: usize> = fn([&[W]; 4], [[&[A]; 2]; P]) -> [[f32; 8]; P];
+
+/// The scalar reference of a tile, from a one-row kernel.
+fn tile_scalar<W, A, const P: usize>(
+    xs: [&[W]; 4],
+    ys: [[&[A]; 2]; P],
+    dot: fn(&[W], &[A]) -> f32,
+) -> [[f32; 8]; P] {
+    ys.map(|pair| std::array::from_fn(|i| dot(xs[i % 4], pair[i / 4])))
 }
 
-/// [`q5_0_q8_0`] of four weight rows; see [`q4_1_q8_1_x4`].
+/// [`q4_1_q8_1`] as a [`Tile`].
 #[inline]
-pub fn q5_0_q8_0_x4(xs: [&[BlockQ5_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+pub fn q4_1_q8_1_tile<const P: usize>(
+    xs: [&[BlockQ4_1]; 4],
+    ys: [[&[BlockQ8_1]; 2]; P],
+) -> [[f32; 8]; P] {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q5_0_q8_0_x4(xs, ys) };
+        return unsafe { avx2::q4_1_q8_1_tile(xs, ys) };
     }
-    xs.map(|x| q5_0_q8_0_scalar(x, ys))
+    tile_scalar(xs, ys, q4_1_q8_1_scalar)
 }
 
-/// [`q8_0_q8_0`] of four weight rows; see [`q4_1_q8_1_x4`].
+/// [`q5_0_q8_0`] as a [`Tile`].
 #[inline]
-pub fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
+pub fn q5_0_q8_0_tile<const P: usize>(
+    xs: [&[BlockQ5_0]; 4],
+    ys: [[&[BlockQ8_0]; 2]; P],
+) -> [[f32; 8]; P] {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q8_0_q8_0_x4(xs, ys) };
+        return unsafe { avx2::q5_0_q8_0_tile(xs, ys) };
     }
-    xs.map(|x| q8_0_q8_0_scalar(x, ys))
+    tile_scalar(xs, ys, q5_0_q8_0_scalar)
 }
 
-/// Four weight rows against two activation rows (a prefill tile): lane
-/// `4 t + r` is row `r` against token `t`, each the single-row kernel's
-/// result bit for bit. Every weight block is decoded once for both tokens
-/// and every activation block read once for the four rows.
+/// [`q8_0_q8_0`] as a [`Tile`].
 #[inline]
-pub fn q4_1_q8_1_4x2(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 2]) -> [f32; 8] {
+pub fn q8_0_q8_0_tile<const P: usize>(
+    xs: [&[BlockQ8_0]; 4],
+    ys: [[&[BlockQ8_0]; 2]; P],
+) -> [[f32; 8]; P] {
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q4_1_q8_1_4x2(xs, ys) };
+        return unsafe { avx2::q8_0_q8_0_tile(xs, ys) };
     }
-    std::array::from_fn(|i| q4_1_q8_1_scalar(xs[i % 4], ys[i / 4]))
-}
-
-/// [`q5_0_q8_0`] as a tile of four rows by two tokens; see [`q4_1_q8_1_4x2`].
-#[inline]
-pub fn q5_0_q8_0_4x2(xs: [&[BlockQ5_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q5_0_q8_0_4x2(xs, ys) };
-    }
-    std::array::from_fn(|i| q5_0_q8_0_scalar(xs[i % 4], ys[i / 4]))
-}
-
-/// [`q8_0_q8_0`] as a tile of four rows by two tokens; see [`q4_1_q8_1_4x2`].
-#[inline]
-pub fn q8_0_q8_0_4x2(xs: [&[BlockQ8_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q8_0_q8_0_4x2(xs, ys) };
-    }
-    std::array::from_fn(|i| q8_0_q8_0_scalar(xs[i % 4], ys[i / 4]))
+    tile_scalar(xs, ys, q8_0_q8_0_scalar)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -384,76 +372,6 @@ mod avx2 {
         (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v))
     }
 
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q4_1_q8_1_x4(xs: [&[BlockQ4_1]; 4], ys: &[BlockQ8_1]) -> [f32; 4] {
-        let ones = _mm256_set1_epi16(1);
-        // Lane r is row r's running sum, in the scalar kernel's order:
-        // separate multiplies and adds, no fused multiply-add.
-        let mut sum = _mm_setzero_ps();
-        for (b, y) in ys.iter().enumerate() {
-            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let sums =
-                rows.map(|x| _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(&x.qs), qy), ones));
-            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
-            let (dx, mx) = f16_x8(rows.map(|x| x.d), rows.map(|x| x.m));
-            let dysy = f16_pairs([y.d, y.s], [half::f16::ZERO; 2]);
-            let dy = _mm_shuffle_ps::<0b0000_0000>(dysy, dysy);
-            let sy = _mm_shuffle_ps::<0b0101_0101>(dysy, dysy);
-            let t = _mm_add_ps(_mm_mul_ps(_mm_mul_ps(sumi, dx), dy), _mm_mul_ps(mx, sy));
-            sum = _mm_add_ps(sum, t);
-        }
-        let mut out = [0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), sum);
-        out
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q5_0_q8_0_x4(xs: [&[BlockQ5_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
-        let mut sum = _mm_setzero_ps();
-        let minus_16 = _mm256_set1_epi8(-16);
-        for (b, y) in ys.iter().enumerate() {
-            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let sums = rows.map(|x| {
-                let high_clear = _mm256_andnot_si256(bytes_from_bits(x.qh), minus_16);
-                dot_i8_lanes(_mm256_or_si256(nibbles(&x.qs), high_clear), qy)
-            });
-            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
-            let (dx, _) = f16_x8(rows.map(|x| x.d), [half::f16::ZERO; 4]);
-            let dy = _mm_set1_ps(_mm_cvtss_f32(f16_pairs(
-                [y.d, half::f16::ZERO],
-                [half::f16::ZERO; 2],
-            )));
-            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
-        }
-        let mut out = [0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), sum);
-        out
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_0_q8_0_x4(xs: [&[BlockQ8_0]; 4], ys: &[BlockQ8_0]) -> [f32; 4] {
-        let mut sum = _mm_setzero_ps();
-        for (b, y) in ys.iter().enumerate() {
-            let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let sums = rows.map(|x| dot_i8_lanes(_mm256_loadu_si256(x.qs.as_ptr().cast()), qy));
-            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
-            let (dx, dy) = f16_x8(rows.map(|x| x.d), [y.d; 4]);
-            sum = _mm_add_ps(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
-        }
-        let mut out = [0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), sum);
-        out
-    }
-
     /// The lane sums of eight vectors as `[s0, .., s7]`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -472,106 +390,156 @@ mod avx2 {
         )
     }
 
-    /// `[a0, a1, a2, a3, a0, a1, a2, a3]` and `[b0, b0, b0, b0, b1, b1, b1,
-    /// b1]` as f32: a tile's row scales and token scales, lane `4 t + r`.
+    /// Four f16 row scales as f32 lanes `[a0, a1, a2, a3, a0, a1, a2, a3]`
+    /// (lane `4 t + r` of a tile).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_scales(a: [half::f16; 4], b: [half::f16; 2]) -> (__m256, __m256) {
-        let (rows, tokens) = f16_x8(a, [b[0], b[1], half::f16::ZERO, half::f16::ZERO]);
-        let rows = _mm256_set_m128(rows, rows);
-        let tokens = _mm256_set_m128(
-            _mm_shuffle_ps::<0b0101_0101>(tokens, tokens),
-            _mm_shuffle_ps::<0b0000_0000>(tokens, tokens),
+    unsafe fn row_scales(a: [half::f16; 4]) -> __m256 {
+        let (rows, _) = f16_x8(a, [half::f16::ZERO; 4]);
+        _mm256_set_m128(rows, rows)
+    }
+
+    /// Two f16 token scales as f32 lanes `[b0, b0, b0, b0, b1, b1, b1, b1]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn token_scales(b: [half::f16; 2]) -> __m256 {
+        let v = f16_pairs(b, [half::f16::ZERO; 2]);
+        _mm256_set_m128(
+            _mm_shuffle_ps::<0b0101_0101>(v, v),
+            _mm_shuffle_ps::<0b0000_0000>(v, v),
+        )
+    }
+
+    /// Every row and token of a tile has the same number of blocks (the
+    /// kernels index them unchecked).
+    #[inline]
+    fn check_tile_lengths<W, A, const P: usize>(xs: &[&[W]; 4], ys: &[[&[A]; 2]; P]) {
+        let n = xs[0].len();
+        assert!(
+            xs.iter().all(|x| x.len() == n) && ys.iter().flatten().all(|y| y.len() == n),
+            "a tile's rows and tokens must have {n} blocks each"
         );
-        (rows, tokens)
+    }
+
+    /// Stores the lanes of each accumulator.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn store_tile<const P: usize>(sum: [__m256; P]) -> [[f32; 8]; P] {
+        sum.map(|s| {
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), s);
+            out
+        })
     }
 
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q4_1_q8_1_4x2(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 2]) -> [f32; 8] {
+    pub unsafe fn q4_1_q8_1_tile<const P: usize>(
+        xs: [&[BlockQ4_1]; 4],
+        ys: [[&[BlockQ8_1]; 2]; P],
+    ) -> [[f32; 8]; P] {
         let ones = _mm256_set1_epi16(1);
-        // Lane 4 t + r: row r against token t, in the scalar order.
-        let mut sum = _mm256_setzero_ps();
-        for b in 0..ys[0].len() {
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let tokens = [&ys[0][b], &ys[1][b]];
+        // Lane 4 t + r of sum[p]: row r against token t of pair p, in the
+        // scalar order: separate multiplies and adds, no fused ones.
+        let mut sum = [_mm256_setzero_ps(); P];
+        check_tile_lengths(&xs, &ys);
+        for b in 0..xs[0].len() {
+            // SAFETY (here and for the tokens): b is below every row's and
+            // token's length (checked above).
+            let rows = xs.map(|x| x.get_unchecked(b));
             let qx = rows.map(|x| nibbles(&x.qs));
-            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
-            let sums: [__m256i; 8] = std::array::from_fn(|i| {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(qx[i % 4], qy[i / 4]), ones)
-            });
-            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
-            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
-            let (mx, sy) = tile_scales(rows.map(|x| x.m), tokens.map(|y| y.s));
-            let t = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
-                _mm256_mul_ps(mx, sy),
-            );
-            sum = _mm256_add_ps(sum, t);
+            let (dx, mx) = (row_scales(rows.map(|x| x.d)), row_scales(rows.map(|x| x.m)));
+            for (sum, pair) in sum.iter_mut().zip(&ys) {
+                let tokens = pair.map(|y| y.get_unchecked(b));
+                let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+                let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(qx[i % 4], qy[i / 4]), ones)
+                });
+                let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+                let dy = token_scales(tokens.map(|y| y.d));
+                let sy = token_scales(tokens.map(|y| y.s));
+                let t = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy),
+                    _mm256_mul_ps(mx, sy),
+                );
+                *sum = _mm256_add_ps(*sum, t);
+            }
         }
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), sum);
-        out
+        store_tile(sum)
     }
 
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q5_0_q8_0_4x2(xs: [&[BlockQ5_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+    pub unsafe fn q5_0_q8_0_tile<const P: usize>(
+        xs: [&[BlockQ5_0]; 4],
+        ys: [[&[BlockQ8_0]; 2]; P],
+    ) -> [[f32; 8]; P] {
         let ones = _mm256_set1_epi16(1);
         let sixteen = _mm256_set1_epi8(16);
-        let mut sum = _mm256_setzero_ps();
-        for b in 0..ys[0].len() {
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let tokens = [&ys[0][b], &ys[1][b]];
+        let mut sum = [_mm256_setzero_ps(); P];
+        check_tile_lengths(&xs, &ys);
+        for b in 0..xs[0].len() {
+            // SAFETY (here and for the tokens): b is below every row's and
+            // token's length (checked above).
+            let rows = xs.map(|x| x.get_unchecked(b));
             // q in 0..32, unsigned: Σ (q - 16) y = Σ q y - 16 Σ y, exactly,
             // without maddubs' sign trick per pair.
             let qx = rows.map(|x| {
                 let high = _mm256_and_si256(bytes_from_bits(x.qh), sixteen);
                 _mm256_or_si256(nibbles(&x.qs), high)
             });
-            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
-            // 16 y in pairs of i16: at most 2 * 16 * 128, and q y at most
-            // 2 * 31 * 128; their difference fits i16 too.
-            let offset = qy.map(|y| _mm256_maddubs_epi16(sixteen, y));
-            let sums: [__m256i; 8] = std::array::from_fn(|i| {
-                let pairs = _mm256_maddubs_epi16(qx[i % 4], qy[i / 4]);
-                _mm256_madd_epi16(_mm256_sub_epi16(pairs, offset[i / 4]), ones)
-            });
-            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
-            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
-            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+            let dx = row_scales(rows.map(|x| x.d));
+            for (sum, pair) in sum.iter_mut().zip(&ys) {
+                let tokens = pair.map(|y| y.get_unchecked(b));
+                let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+                // 16 y in pairs of i16: at most 2 * 16 * 128, and q y at
+                // most 2 * 31 * 128; their difference fits i16 too.
+                let offset = qy.map(|y| _mm256_maddubs_epi16(sixteen, y));
+                let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                    let pairs = _mm256_maddubs_epi16(qx[i % 4], qy[i / 4]);
+                    _mm256_madd_epi16(_mm256_sub_epi16(pairs, offset[i / 4]), ones)
+                });
+                let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+                let dy = token_scales(tokens.map(|y| y.d));
+                *sum = _mm256_add_ps(*sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+            }
         }
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), sum);
-        out
+        store_tile(sum)
     }
 
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_0_q8_0_4x2(xs: [&[BlockQ8_0]; 4], ys: [&[BlockQ8_0]; 2]) -> [f32; 8] {
+    pub unsafe fn q8_0_q8_0_tile<const P: usize>(
+        xs: [&[BlockQ8_0]; 4],
+        ys: [[&[BlockQ8_0]; 2]; P],
+    ) -> [[f32; 8]; P] {
         let ones = _mm256_set1_epi16(1);
-        let mut sum = _mm256_setzero_ps();
-        for b in 0..ys[0].len() {
-            let rows = [&xs[0][b], &xs[1][b], &xs[2][b], &xs[3][b]];
-            let tokens = [&ys[0][b], &ys[1][b]];
+        let mut sum = [_mm256_setzero_ps(); P];
+        check_tile_lengths(&xs, &ys);
+        for b in 0..xs[0].len() {
+            // SAFETY (here and for the tokens): b is below every row's and
+            // token's length (checked above).
+            let rows = xs.map(|x| x.get_unchecked(b));
             let qx = rows.map(|x| _mm256_loadu_si256(x.qs.as_ptr().cast()));
             // maddubs multiplies unsigned by signed: |x| by y with x's sign.
             let abs = qx.map(|q| _mm256_sign_epi8(q, q));
-            let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
-            let sums: [__m256i; 8] = std::array::from_fn(|i| {
-                let signed = _mm256_sign_epi8(qy[i / 4], qx[i % 4]);
-                _mm256_madd_epi16(_mm256_maddubs_epi16(abs[i % 4], signed), ones)
-            });
-            let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
-            let (dx, dy) = tile_scales(rows.map(|x| x.d), tokens.map(|y| y.d));
-            sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+            let dx = row_scales(rows.map(|x| x.d));
+            for (sum, pair) in sum.iter_mut().zip(&ys) {
+                let tokens = pair.map(|y| y.get_unchecked(b));
+                let qy = tokens.map(|y| _mm256_loadu_si256(y.qs.as_ptr().cast()));
+                let sums: [__m256i; 8] = std::array::from_fn(|i| {
+                    let signed = _mm256_sign_epi8(qy[i / 4], qx[i % 4]);
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(abs[i % 4], signed), ones)
+                });
+                let sumi = _mm256_cvtepi32_ps(hsum_i32_x8(sums));
+                let dy = token_scales(tokens.map(|y| y.d));
+                *sum = _mm256_add_ps(*sum, _mm256_mul_ps(_mm256_mul_ps(sumi, dx), dy));
+            }
         }
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), sum);
-        out
+        store_tile(sum)
     }
 }
 
@@ -616,6 +584,33 @@ mod tests {
             .collect()
     }
 
+    /// `one` (a pair) and `two` (two pairs) against the scalar kernel, lane
+    /// by lane, bit for bit.
+    fn check_tiles<W, A>(
+        rows: &[Vec<W>],
+        tokens: &[Vec<A>],
+        one: Tile<W, A, 1>,
+        two: Tile<W, A, 2>,
+        scalar: fn(&[W], &[A]) -> f32,
+    ) {
+        let xs: [&[W]; 4] = std::array::from_fn(|r| rows[r].as_slice());
+        let t = |i: usize| tokens[i].as_slice();
+        let [single] = one(xs, [[t(2), t(0)]]);
+        let double = two(xs, [[t(0), t(1)], [t(2), t(3)]]);
+        for i in 0..8 {
+            let (r, tok) = (i % 4, i / 4);
+            assert_eq!(
+                single[i],
+                scalar(xs[r], t([2, 0][tok])),
+                "one pair, lane {i}"
+            );
+            for (p, lanes) in double.iter().enumerate() {
+                let expected = scalar(xs[r], t(2 * p + tok));
+                assert_eq!(lanes[i], expected, "pair {p}, lane {i}");
+            }
+        }
+    }
+
     #[test]
     fn simd_kernels_equal_the_scalar_ones() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -640,57 +635,41 @@ mod tests {
                 "{blocks}"
             );
 
-            // Four rows at once: each the single-row result, bit for bit.
-            let rows: Vec<Vec<BlockQ4_1>> = (0..4).map(|_| random_q4_1(&mut rng, blocks)).collect();
-            let four = q4_1_q8_1_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_1);
-            for (r, row) in rows.iter().enumerate() {
-                assert_eq!(four[r], q4_1_q8_1_scalar(row, &q8_1), "{blocks} row {r}");
-            }
-            let rows: Vec<Vec<BlockQ5_0>> = (0..4).map(|_| random_q5_0(&mut rng, blocks)).collect();
-            let four = q5_0_q8_0_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_0);
-            for (r, row) in rows.iter().enumerate() {
-                assert_eq!(four[r], q5_0_q8_0_scalar(row, &q8_0), "{blocks} row {r}");
-            }
-            let rows: Vec<Vec<BlockQ8_0>> = (0..4)
-                .map(|_| {
-                    let mut x = vec![BlockQ8_0::ZERO; blocks];
-                    quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
-                    x
+            // Tiles of four rows by one and two pairs of tokens: each lane
+            // the scalar single-row result, bit for bit.
+            let acts: Vec<Vec<f32>> = (0..4).map(|_| random_acts(&mut rng, blocks)).collect();
+            let q8_1s: Vec<Vec<BlockQ8_1>> = acts
+                .iter()
+                .map(|a| {
+                    let mut q = vec![BlockQ8_1::ZERO; blocks];
+                    quantize_q8_1(a, &mut q);
+                    q
                 })
                 .collect();
-            let four = q8_0_q8_0_x4(std::array::from_fn(|r| rows[r].as_slice()), &q8_0);
-            for (r, row) in rows.iter().enumerate() {
-                assert_eq!(four[r], q8_0_q8_0_scalar(row, &q8_0), "{blocks} row {r}");
-            }
-
-            // Tiles of four rows by two tokens: each lane the single-row
-            // result, bit for bit.
-            let acts2 = random_acts(&mut rng, blocks);
-            let mut q8_1b = vec![BlockQ8_1::ZERO; blocks];
-            quantize_q8_1(&acts2, &mut q8_1b);
-            let mut q8_0b = vec![BlockQ8_0::ZERO; blocks];
-            quantize_q8_0(&acts2, &mut q8_0b);
-
+            let q8_0s: Vec<Vec<BlockQ8_0>> = acts
+                .iter()
+                .map(|a| {
+                    let mut q = vec![BlockQ8_0::ZERO; blocks];
+                    quantize_q8_0(a, &mut q);
+                    q
+                })
+                .collect();
             let rows: Vec<_> = (0..4).map(|_| random_q4_1(&mut rng, blocks)).collect();
-            let tile = q4_1_q8_1_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_1, &q8_1b]);
-            for (i, got) in tile.into_iter().enumerate() {
-                let y = [&q8_1, &q8_1b][i / 4];
-                assert_eq!(
-                    got,
-                    q4_1_q8_1_scalar(&rows[i % 4], y),
-                    "Q4_1 {blocks} lane {i}"
-                );
-            }
+            check_tiles(
+                &rows,
+                &q8_1s,
+                q4_1_q8_1_tile,
+                q4_1_q8_1_tile,
+                q4_1_q8_1_scalar,
+            );
             let rows: Vec<_> = (0..4).map(|_| random_q5_0(&mut rng, blocks)).collect();
-            let tile = q5_0_q8_0_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_0, &q8_0b]);
-            for (i, got) in tile.into_iter().enumerate() {
-                let y = [&q8_0, &q8_0b][i / 4];
-                assert_eq!(
-                    got,
-                    q5_0_q8_0_scalar(&rows[i % 4], y),
-                    "Q5_0 {blocks} lane {i}"
-                );
-            }
+            check_tiles(
+                &rows,
+                &q8_0s,
+                q5_0_q8_0_tile,
+                q5_0_q8_0_tile,
+                q5_0_q8_0_scalar,
+            );
             let rows: Vec<Vec<BlockQ8_0>> = (0..4)
                 .map(|_| {
                     let mut x = vec![BlockQ8_0::ZERO; blocks];
@@ -698,15 +677,13 @@ mod tests {
                     x
                 })
                 .collect();
-            let tile = q8_0_q8_0_4x2(std::array::from_fn(|r| rows[r].as_slice()), [&q8_0, &q8_0b]);
-            for (i, got) in tile.into_iter().enumerate() {
-                let y = [&q8_0, &q8_0b][i / 4];
-                assert_eq!(
-                    got,
-                    q8_0_q8_0_scalar(&rows[i % 4], y),
-                    "Q8_0 {blocks} lane {i}"
-                );
-            }
+            check_tiles(
+                &rows,
+                &q8_0s,
+                q8_0_q8_0_tile,
+                q8_0_q8_0_tile,
+                q8_0_q8_0_scalar,
+            );
 
             let mut x = vec![BlockQ8_0::ZERO; blocks];
             quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);

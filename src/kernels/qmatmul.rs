@@ -16,8 +16,7 @@ use candle_core::{Device, Result, Tensor};
 
 use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use super::dot::{
-    q4_1_q8_1, q4_1_q8_1_4x2, q4_1_q8_1_x4, q5_0_q8_0, q5_0_q8_0_4x2, q5_0_q8_0_x4, q8_0_q8_0,
-    q8_0_q8_0_4x2, q8_0_q8_0_x4,
+    q4_1_q8_1, q4_1_q8_1_tile, q5_0_q8_0, q5_0_q8_0_tile, q8_0_q8_0, q8_0_q8_0_tile, Tile,
 };
 
 /// The weight rows, in a block type there is a kernel for.
@@ -137,15 +136,39 @@ impl CpuQMatMul {
         match &self.weights {
             Weights::Q4_1(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_1::ZERO, quantize_q8_1);
-                product(w, &acts, cols, dst, q4_1_q8_1, q4_1_q8_1_x4, q4_1_q8_1_4x2);
+                product(
+                    w,
+                    &acts,
+                    cols,
+                    dst,
+                    q4_1_q8_1,
+                    q4_1_q8_1_tile,
+                    q4_1_q8_1_tile,
+                );
             }
             Weights::Q5_0(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_0::ZERO, quantize_q8_0);
-                product(w, &acts, cols, dst, q5_0_q8_0, q5_0_q8_0_x4, q5_0_q8_0_4x2);
+                product(
+                    w,
+                    &acts,
+                    cols,
+                    dst,
+                    q5_0_q8_0,
+                    q5_0_q8_0_tile,
+                    q5_0_q8_0_tile,
+                );
             }
             Weights::Q8_0(w) => {
                 let acts = quantize_rows(lhs, cols, BlockQ8_0::ZERO, quantize_q8_0);
-                product(w, &acts, cols, dst, q8_0_q8_0, q8_0_q8_0_x4, q8_0_q8_0_4x2);
+                product(
+                    w,
+                    &acts,
+                    cols,
+                    dst,
+                    q8_0_q8_0,
+                    q8_0_q8_0_tile,
+                    q8_0_q8_0_tile,
+                );
             }
         }
         Ok(())
@@ -210,32 +233,40 @@ fn quantize_rows<A: Copy>(
 /// `dst` (tokens × rows) = `acts` (tokens × blocks) · `w`ᵀ. Weight rows are
 /// split over candle's thread pool in items of [`ROWS_PER_ITEM`]; each
 /// group of rows meets every token while it is in cache. With several
-/// tokens (prefill) rows go four at a time against two tokens at a time
-/// (`tile`: each weight block decoded once for two tokens, each activation
-/// block read once for four rows, eight sums in flight), an odd last token
-/// against the four rows (`dot4`). One token (decode) streams one row at a
-/// time (`dot`), since four concurrent row streams from memory measured
-/// slower there (Q8_0 decode 70 against 90 tok/s).
-#[allow(clippy::too_many_arguments)]
+/// tokens (prefill) rows go four at a time against four tokens at a time
+/// (`tile2`: each weight block decoded once for four tokens, each
+/// activation block read once for four rows), then a pair (`tile1`; an odd
+/// last token goes as a pair with itself). One token (decode) streams one
+/// row at a time (`dot`), since four concurrent row streams from memory
+/// measured slower there (Q8_0 decode 70 against 90 tok/s).
 fn product<W: Sync, A: Sync>(
     w: &[W],
     acts: &[A],
     cols: usize,
     dst: &mut [f32],
-    dot: impl Fn(&[W], &[A]) -> f32 + Sync,
-    dot4: impl Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
-    tile: impl Fn([&[W]; 4], [&[A]; 2]) -> [f32; 8] + Sync,
+    dot: fn(&[W], &[A]) -> f32,
+    tile1: Tile<W, A, 1>,
+    tile2: Tile<W, A, 2>,
 ) {
     let blocks = cols / QK;
     let m = acts.len() / blocks;
     let rows = w.len() / blocks;
     let row = |r: usize| &w[r * blocks..(r + 1) * blocks];
-    let token = |t: usize| &acts[t * blocks..(t + 1) * blocks];
+    let token = |t: usize| &acts[t.min(m - 1) * blocks..(t.min(m - 1) + 1) * blocks];
     let out_ptr = dst.as_mut_ptr() as usize;
     // SAFETY: each (token, row) is written by exactly one work item, within
     // `dst`'s m × rows elements.
     let write = |token: usize, r: usize, v: f32| unsafe {
         *(out_ptr as *mut f32).add(token * rows + r) = v
+    };
+    // Writes a tile's lanes for the tokens from `t` on (fewer than two at
+    // the end: the duplicate lanes are dropped).
+    let write_pair = |t: usize, r: usize, lanes: [f32; 8]| {
+        for (i, v) in lanes.into_iter().enumerate() {
+            if t + i / 4 < m {
+                write(t + i / 4, r + i % 4, v);
+            }
+        }
     };
     candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROWS_PER_ITEM), |items| {
         for item in items {
@@ -244,17 +275,17 @@ fn product<W: Sync, A: Sync>(
             while m > 1 && r + 4 <= end {
                 let four = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                 let mut t = 0;
-                while t + 2 <= m {
-                    let out = tile(four, [token(t), token(t + 1)]);
-                    for (i, v) in out.into_iter().enumerate() {
-                        write(t + i / 4, r + i % 4, v);
-                    }
-                    t += 2;
+                while t + 4 <= m {
+                    let pairs = [[token(t), token(t + 1)], [token(t + 2), token(t + 3)]];
+                    let [a, b] = tile2(four, pairs);
+                    write_pair(t, r, a);
+                    write_pair(t + 2, r, b);
+                    t += 4;
                 }
-                if t < m {
-                    for (i, v) in dot4(four, token(t)).into_iter().enumerate() {
-                        write(t, r + i, v);
-                    }
+                while t < m {
+                    let [lanes] = tile1(four, [[token(t), token(t + 1)]]);
+                    write_pair(t, r, lanes);
+                    t += 2;
                 }
                 r += 4;
             }
