@@ -46,7 +46,7 @@ impl fmt::Debug for CpuQMatMul {
 }
 
 /// Weight rows per work item: enough dot products to amortize taking one
-/// (a multiple of four, the rows a `dot4` kernel takes).
+/// (a multiple of four, the rows a prefill tile takes).
 const ROWS_PER_ITEM: usize = 8;
 
 /// The raw block bytes of a QTensor as a vector of its block type `T`
