@@ -143,12 +143,7 @@ pub fn quantize_q8_1(xs: &[f32], ys: &mut [BlockQ8_1]) {
 /// One block's scale `d = max|x| / 127` and values `round(x / d)`
 /// (rounding half away from zero), on the fastest path this CPU has.
 fn quantize_block(x: &[f32; QK]) -> (f32, [i8; QK]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { quantize_block_avx2(x) };
-    }
-    quantize_block_scalar(x)
+    fastest!(quantize_block_avx2(x), quantize_block_scalar(x))
 }
 
 /// [`quantize_block`], scalar: the reference.

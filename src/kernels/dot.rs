@@ -62,34 +62,19 @@ pub fn q8_0_q8_0_scalar(xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
 /// Q8_0 · Q8_0 on the fastest kernel this CPU has.
 #[inline]
 pub fn q8_0_q8_0(xs: &[BlockQ8_0], ys: &[BlockQ8_0]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q8_0_q8_0(xs, ys) };
-    }
-    q8_0_q8_0_scalar(xs, ys)
+    fastest!(avx2::q8_0_q8_0(xs, ys), q8_0_q8_0_scalar(xs, ys))
 }
 
 /// Q5_0 · Q8_0 on the fastest kernel this CPU has.
 #[inline]
 pub fn q5_0_q8_0(xs: &[BlockQ5_0], ys: &[BlockQ8_0]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q5_0_q8_0(xs, ys) };
-    }
-    q5_0_q8_0_scalar(xs, ys)
+    fastest!(avx2::q5_0_q8_0(xs, ys), q5_0_q8_0_scalar(xs, ys))
 }
 
 /// Q4_1 · Q8_1 on the fastest kernel this CPU has.
 #[inline]
 pub fn q4_1_q8_1(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q4_1_q8_1(xs, ys) };
-    }
-    q4_1_q8_1_scalar(xs, ys)
+    fastest!(avx2::q4_1_q8_1(xs, ys), q4_1_q8_1_scalar(xs, ys))
 }
 
 /// A prefill tile: four weight rows against `P` pairs of activation rows.
@@ -114,12 +99,10 @@ pub fn q4_1_q8_1_tile<const P: usize>(
     xs: [&[BlockQ4_1]; 4],
     ys: [[&[BlockQ8_1]; 2]; P],
 ) -> [[f32; 8]; P] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q4_1_q8_1_tile(xs, ys) };
-    }
-    tile_scalar(xs, ys, q4_1_q8_1_scalar)
+    fastest!(
+        avx2::q4_1_q8_1_tile(xs, ys),
+        tile_scalar(xs, ys, q4_1_q8_1_scalar)
+    )
 }
 
 /// [`q5_0_q8_0`] as a [`Tile`].
@@ -128,12 +111,10 @@ pub fn q5_0_q8_0_tile<const P: usize>(
     xs: [&[BlockQ5_0]; 4],
     ys: [[&[BlockQ8_0]; 2]; P],
 ) -> [[f32; 8]; P] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q5_0_q8_0_tile(xs, ys) };
-    }
-    tile_scalar(xs, ys, q5_0_q8_0_scalar)
+    fastest!(
+        avx2::q5_0_q8_0_tile(xs, ys),
+        tile_scalar(xs, ys, q5_0_q8_0_scalar)
+    )
 }
 
 /// [`q8_0_q8_0`] as a [`Tile`].
@@ -142,12 +123,10 @@ pub fn q8_0_q8_0_tile<const P: usize>(
     xs: [&[BlockQ8_0]; 4],
     ys: [[&[BlockQ8_0]; 2]; P],
 ) -> [[f32; 8]; P] {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-        return unsafe { avx2::q8_0_q8_0_tile(xs, ys) };
-    }
-    tile_scalar(xs, ys, q8_0_q8_0_scalar)
+    fastest!(
+        avx2::q8_0_q8_0_tile(xs, ys),
+        tile_scalar(xs, ys, q8_0_q8_0_scalar)
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

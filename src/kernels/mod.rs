@@ -11,6 +11,19 @@
 //! persistent barrier pool, the one its own kernels use, so the two never
 //! oversubscribe the cores.
 
+/// `$avx2` (an AVX2 kernel) where the CPU has AVX2, FMA and F16C, else
+/// `$fallback`: the body of every dispatching kernel function.
+macro_rules! fastest {
+    ($avx2:expr, $fallback:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+            return unsafe { $avx2 };
+        }
+        $fallback
+    }};
+}
+
 pub mod blocks;
 pub mod dot;
 pub mod qmatmul;
