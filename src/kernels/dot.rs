@@ -77,6 +77,52 @@ pub fn q4_1_q8_1(xs: &[BlockQ4_1], ys: &[BlockQ8_1]) -> f32 {
     fastest!(avx2::q4_1_q8_1(xs, ys), q4_1_q8_1_scalar(xs, ys))
 }
 
+/// One token against many weight rows (decode): `out[r]` is row `r` of
+/// `xs` (rows of `ys.len()` blocks, one after the other) dotted with `ys`,
+/// each the one-row kernel's result. The row loop runs inside the kernel:
+/// SmolLM2's rows are 18 blocks long, and a call through the dispatch per
+/// row cost about 4 % of a decode step.
+pub type Rows<W, A> = fn(&[W], &[A], &mut [f32]);
+
+/// `out[r] = dot(row r of xs, ys)`.
+#[inline(always)]
+fn each_row<W, A>(xs: &[W], ys: &[A], out: &mut [f32], dot: impl Fn(&[W], &[A]) -> f32) {
+    assert!(
+        !ys.is_empty() && xs.len() == out.len() * ys.len(),
+        "{} weight blocks are not {} rows of {} blocks",
+        xs.len(),
+        out.len(),
+        ys.len()
+    );
+    for (x, out) in xs.chunks_exact(ys.len()).zip(out) {
+        *out = dot(x, ys);
+    }
+}
+
+/// [`q4_1_q8_1`] over [`Rows`].
+pub fn q4_1_q8_1_rows(xs: &[BlockQ4_1], ys: &[BlockQ8_1], out: &mut [f32]) {
+    fastest!(
+        avx2::q4_1_q8_1_rows(xs, ys, out),
+        each_row(xs, ys, out, q4_1_q8_1_scalar)
+    )
+}
+
+/// [`q5_0_q8_0`] over [`Rows`].
+pub fn q5_0_q8_0_rows(xs: &[BlockQ5_0], ys: &[BlockQ8_0], out: &mut [f32]) {
+    fastest!(
+        avx2::q5_0_q8_0_rows(xs, ys, out),
+        each_row(xs, ys, out, q5_0_q8_0_scalar)
+    )
+}
+
+/// [`q8_0_q8_0`] over [`Rows`].
+pub fn q8_0_q8_0_rows(xs: &[BlockQ8_0], ys: &[BlockQ8_0], out: &mut [f32]) {
+    fastest!(
+        avx2::q8_0_q8_0_rows(xs, ys, out),
+        each_row(xs, ys, out, q8_0_q8_0_scalar)
+    )
+}
+
 /// A prefill tile: four weight rows against `P` pairs of activation rows.
 /// `out[p][4 t + r]` is row `r` against token `t` of pair `p`, each the
 /// single-row kernel's result bit for bit. Every weight block is decoded
@@ -133,7 +179,31 @@ pub fn q8_0_q8_0_tile<const P: usize>(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1};
+    use super::{each_row, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1};
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1_q8_1_rows(xs: &[BlockQ4_1], ys: &[BlockQ8_1], out: &mut [f32]) {
+        // SAFETY (each row): this function's features are the kernel's.
+        each_row(xs, ys, out, |x, y| unsafe { q4_1_q8_1(x, y) })
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q5_0_q8_0_rows(xs: &[BlockQ5_0], ys: &[BlockQ8_0], out: &mut [f32]) {
+        // SAFETY (each row): this function's features are the kernel's.
+        each_row(xs, ys, out, |x, y| unsafe { q5_0_q8_0(x, y) })
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0_q8_0_rows(xs: &[BlockQ8_0], ys: &[BlockQ8_0], out: &mut [f32]) {
+        // SAFETY (each row): this function's features are the kernel's.
+        each_row(xs, ys, out, |x, y| unsafe { q8_0_q8_0(x, y) })
+    }
 
     /// The 32 nibbles of 16 bytes as 32 bytes: low nibbles first, then high.
     #[inline]
@@ -588,6 +658,45 @@ mod tests {
                 assert_eq!(lanes[i], expected, "pair {p}, lane {i}");
             }
         }
+    }
+
+    /// A row loop's every output against the scalar one-row kernel.
+    fn check_rows<W, A>(xs: &[W], ys: &[A], rows: Rows<W, A>, scalar: fn(&[W], &[A]) -> f32) {
+        let mut out = vec![f32::NAN; xs.len() / ys.len()];
+        rows(xs, ys, &mut out);
+        for (r, (v, x)) in out.iter().zip(xs.chunks_exact(ys.len())).enumerate() {
+            assert_eq!(*v, scalar(x, ys), "row {r} of {} blocks", ys.len());
+        }
+    }
+
+    #[test]
+    fn row_loops_equal_the_scalar_kernel_row_by_row() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        for blocks in [1, 3, 18, 77] {
+            for rows in [1, 5] {
+                let acts = random_acts(&mut rng, blocks);
+                let mut q8_1 = vec![BlockQ8_1::ZERO; blocks];
+                quantize_q8_1(&acts, &mut q8_1);
+                let mut q8_0 = vec![BlockQ8_0::ZERO; blocks];
+                quantize_q8_0(&acts, &mut q8_0);
+                let x = random_q4_1(&mut rng, rows * blocks);
+                check_rows(&x, &q8_1, q4_1_q8_1_rows, q4_1_q8_1_scalar);
+                let x = random_q5_0(&mut rng, rows * blocks);
+                check_rows(&x, &q8_0, q5_0_q8_0_rows, q5_0_q8_0_scalar);
+                let mut x = vec![BlockQ8_0::ZERO; rows * blocks];
+                quantize_q8_0(&random_acts(&mut rng, rows * blocks), &mut x);
+                check_rows(&x, &q8_0, q8_0_q8_0_rows, q8_0_q8_0_scalar);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "10 weight blocks are not 2 rows of 3 blocks")]
+    fn a_row_loop_refuses_rows_of_another_length() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut y = vec![BlockQ8_0::ZERO; 3];
+        quantize_q8_0(&random_acts(&mut rng, 3), &mut y);
+        q5_0_q8_0_rows(&random_q5_0(&mut rng, 10), &y, &mut [0.0; 2]);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use candle_core::{Device, Result, Tensor};
 
 use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ4_1, BlockQ5_0, BlockQ8_0, BlockQ8_1, QK};
 use super::dot::{
-    q4_1_q8_1, q4_1_q8_1_tile, q5_0_q8_0, q5_0_q8_0_tile, q8_0_q8_0, q8_0_q8_0_tile, Tile,
+    q4_1_q8_1_rows, q4_1_q8_1_tile, q5_0_q8_0_rows, q5_0_q8_0_tile, q8_0_q8_0_rows, q8_0_q8_0_tile,
+    Rows, Tile,
 };
 
 /// The weight rows, in a block type there is a kernel for.
@@ -141,7 +142,7 @@ impl CpuQMatMul {
                     &acts,
                     cols,
                     dst,
-                    q4_1_q8_1,
+                    q4_1_q8_1_rows,
                     q4_1_q8_1_tile,
                     q4_1_q8_1_tile,
                 );
@@ -153,7 +154,7 @@ impl CpuQMatMul {
                     &acts,
                     cols,
                     dst,
-                    q5_0_q8_0,
+                    q5_0_q8_0_rows,
                     q5_0_q8_0_tile,
                     q5_0_q8_0_tile,
                 );
@@ -165,7 +166,7 @@ impl CpuQMatMul {
                     &acts,
                     cols,
                     dst,
-                    q8_0_q8_0,
+                    q8_0_q8_0_rows,
                     q8_0_q8_0_tile,
                     q8_0_q8_0_tile,
                 );
@@ -237,14 +238,15 @@ fn quantize_rows<A: Copy>(
 /// (`tile2`: each weight block decoded once for four tokens, each
 /// activation block read once for four rows), then a pair (`tile1`; an odd
 /// last token goes as a pair with itself). One token (decode) streams one
-/// row at a time (`dot`), since four concurrent row streams from memory
-/// measured slower there (Q8_0 decode 70 against 90 tok/s).
+/// row at a time (`rows`, the row loop inside the kernel), since four
+/// concurrent row streams from memory measured slower there (Q8_0 decode
+/// 70 against 90 tok/s).
 fn product<W: Sync, A: Sync>(
     w: &[W],
     acts: &[A],
     cols: usize,
     dst: &mut [f32],
-    dot: fn(&[W], &[A]) -> f32,
+    rows_of: Rows<W, A>,
     tile1: Tile<W, A, 1>,
     tile2: Tile<W, A, 2>,
 ) {
@@ -269,6 +271,19 @@ fn product<W: Sync, A: Sync>(
         }
     };
     candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROWS_PER_ITEM), |items| {
+        if m == 1 {
+            let (start, end) = (
+                items.start * ROWS_PER_ITEM,
+                rows.min(items.end * ROWS_PER_ITEM),
+            );
+            // SAFETY: these rows of the one token's output belong to this
+            // range of items alone.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(start), end - start)
+            };
+            rows_of(&w[start * blocks..end * blocks], token(0), out);
+            return;
+        }
         for item in items {
             let (start, end) = (item * ROWS_PER_ITEM, rows.min((item + 1) * ROWS_PER_ITEM));
             let mut r = start;
@@ -291,7 +306,9 @@ fn product<W: Sync, A: Sync>(
             }
             for r in r..end {
                 for t in 0..m {
-                    write(t, r, dot(row(r), token(t)));
+                    let mut v = 0f32;
+                    rows_of(row(r), token(t), std::slice::from_mut(&mut v));
+                    write(t, r, v);
                 }
             }
         }
