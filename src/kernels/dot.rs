@@ -193,8 +193,41 @@ mod avx2 {
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q5_0_q8_0_rows(xs: &[BlockQ5_0], ys: &[BlockQ8_0], out: &mut [f32]) {
+        let token = Q8Token::new(ys);
         // SAFETY (each row): this function's features are the kernel's.
-        each_row(xs, ys, out, |x, y| unsafe { q5_0_q8_0(x, y) })
+        each_row(xs, ys, out, |x, _| unsafe { q5_0_row(x, &token) })
+    }
+
+    /// What a Q5_0 row loop decodes of its token once, for all its rows:
+    /// each activation block's scale as f32, and `16 Σ q`, the offset of
+    /// the unsigned weights' sum (`Σ (q_x - 16) q_y = Σ q_x q_y - 16 Σ q_y`,
+    /// exactly, in integers).
+    struct Q8Token<'a> {
+        blocks: &'a [BlockQ8_0],
+        scale: Vec<f32>,
+        offset: Vec<i32>,
+    }
+
+    impl<'a> Q8Token<'a> {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn new(blocks: &'a [BlockQ8_0]) -> Self {
+            Self {
+                blocks,
+                scale: blocks.iter().map(|y| f16_to_f32(y.d)).collect(),
+                offset: blocks
+                    .iter()
+                    .map(|y| 16 * y.qs.iter().map(|&q| i32::from(q)).sum::<i32>())
+                    .collect(),
+            }
+        }
+    }
+
+    /// One f16 as f32, by F16C (`half` checks the CPU per value).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_to_f32(h: half::f16) -> f32 {
+        _mm_cvtss_f32(f16_pairs([h, half::f16::ZERO], [half::f16::ZERO; 2]))
     }
 
     /// # Safety
@@ -259,6 +292,7 @@ mod avx2 {
         let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
         let (xs, ys) = (xs4.remainder(), ys4.remainder());
         for (x, y) in xs4.zip(ys4) {
+            prefetch_ahead(x.as_ptr());
             let sums: [__m256i; 4] = std::array::from_fn(|i| {
                 let qx = _mm256_loadu_si256(x[i].qs.as_ptr().cast());
                 dot_i8_lanes(qx, _mm256_loadu_si256(y[i].qs.as_ptr().cast()))
@@ -288,6 +322,19 @@ mod avx2 {
         (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehl_ps(v, v)))
     }
 
+    /// Asks for the two cache lines 1 KiB past `at` (the weight rows
+    /// ahead, which lie one after the other): 1-thread decode on SmolLM2
+    /// Q4_K_M went from 68.8 to 71.9 tok/s (median of five), the hardware
+    /// prefetcher alone restarting on every matrix. A prefetch never
+    /// faults, past the end of the weights included.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn prefetch_ahead<T>(at: *const T) {
+        let at = at.cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024));
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024 + 64));
+    }
+
     /// Sum of the eight i32 lanes of `v`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -302,33 +349,48 @@ mod avx2 {
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn q5_0_q8_0(xs: &[BlockQ5_0], ys: &[BlockQ8_0]) -> f32 {
-        let mut sum = 0f32;
-        let minus_16 = _mm256_set1_epi8(-16);
-        // Four blocks at a time: their integer sums and scale products in
-        // SIMD, then added to `sum` one by one in block order.
-        let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
-        let (xs, ys) = (xs4.remainder(), ys4.remainder());
-        for (x, y) in xs4.zip(ys4) {
-            let sums: [__m256i; 4] = std::array::from_fn(|i| {
-                let high_clear = _mm256_andnot_si256(bytes_from_bits(x[i].qh), minus_16);
-                let qx = _mm256_or_si256(nibbles(&x[i].qs), high_clear);
-                dot_i8_lanes(qx, _mm256_loadu_si256(y[i].qs.as_ptr().cast()))
-            });
-            let sumi = _mm_cvtepi32_ps(hsum_i32_x4(sums));
-            let (dx, dy) = f16_x8(
-                std::array::from_fn(|i| x[i].d),
-                std::array::from_fn(|i| y[i].d),
-            );
-            sum = add_in_order(sum, _mm_mul_ps(_mm_mul_ps(sumi, dx), dy));
-        }
-        for (x, y) in xs.iter().zip(ys) {
-            // q - 16 as i8: where bit 4 is clear, setting the top four bits
-            // of the nibble subtracts 16; where it is set, the nibble is q - 16.
-            let high_clear = _mm256_andnot_si256(bytes_from_bits(x.qh), _mm256_set1_epi8(-16));
-            let qx = _mm256_or_si256(nibbles(&x.qs), high_clear);
+        q5_0_row(xs, &Q8Token::new(ys))
+    }
+
+    /// One Q5_0 row against a decoded token: per block the unsigned
+    /// weights (the nibble and bit 4, 0..32) times the activations, less
+    /// the token's offset, times the scales; four blocks at a time, added
+    /// to `sum` one by one in block order.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_0_row(xs: &[BlockQ5_0], token: &Q8Token) -> f32 {
+        let n = xs.len().min(token.blocks.len());
+        let (ys, dy, offset) = (token.blocks, &token.scale, &token.offset);
+        let (ones, sixteen) = (_mm256_set1_epi16(1), _mm256_set1_epi8(16));
+        // q_x q_y in pairs of i16: at most 2 * 31 * 128, no saturation.
+        let block = |b: usize| {
+            // SAFETY: b < n, within the row and the token (all callers).
+            let (x, y) = (xs.get_unchecked(b), ys.get_unchecked(b));
+            let high = _mm256_and_si256(bytes_from_bits(x.qh), sixteen);
+            let qx = _mm256_or_si256(nibbles(&x.qs), high);
             let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-            let (dx, dy) = scales(x.d, y.d);
-            sum += hsum_i32(dot_i8_lanes(qx, qy)) as f32 * dx * dy;
+            _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones)
+        };
+        let mut sum = 0f32;
+        let mut b = 0;
+        while b + 4 <= n {
+            prefetch_ahead(xs.as_ptr().add(b));
+            let sums: [__m256i; 4] = std::array::from_fn(|i| block(b + i));
+            // SAFETY: b + 4 <= n, within `offset` and `dy` (one per block).
+            let offsets = _mm_loadu_si128(offset.as_ptr().add(b).cast());
+            let sumi = _mm_cvtepi32_ps(_mm_sub_epi32(hsum_i32_x4(sums), offsets));
+            let dx = f16_x8(
+                std::array::from_fn(|i| xs.get_unchecked(b + i).d),
+                [half::f16::ZERO; 4],
+            )
+            .0;
+            let t = _mm_mul_ps(_mm_mul_ps(sumi, dx), _mm_loadu_ps(dy.as_ptr().add(b)));
+            sum = add_in_order(sum, t);
+            b += 4;
+        }
+        while b < n {
+            let sumi = hsum_i32(block(b)) - offset[b];
+            sum += sumi as f32 * f16_to_f32(xs.get_unchecked(b).d) * dy[b];
+            b += 1;
         }
         sum
     }
