@@ -405,6 +405,7 @@ mod avx2 {
         let (xs4, ys4) = (xs.chunks_exact(4), ys.chunks_exact(4));
         let (xs, ys) = (xs4.remainder(), ys4.remainder());
         for (x, y) in xs4.zip(ys4) {
+            prefetch_ahead(x.as_ptr());
             let sums: [__m256i; 4] = std::array::from_fn(|i| {
                 let qy = _mm256_loadu_si256(y[i].qs.as_ptr().cast());
                 _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(&x[i].qs), qy), ones)
