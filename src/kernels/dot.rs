@@ -723,6 +723,20 @@ mod tests {
         }
     }
 
+    /// `acts` quantized to Q8_0 blocks.
+    fn q8_0_of(acts: &[f32]) -> Vec<BlockQ8_0> {
+        let mut q = vec![BlockQ8_0::ZERO; acts.len() / QK];
+        quantize_q8_0(acts, &mut q);
+        q
+    }
+
+    /// `acts` quantized to Q8_1 blocks.
+    fn q8_1_of(acts: &[f32]) -> Vec<BlockQ8_1> {
+        let mut q = vec![BlockQ8_1::ZERO; acts.len() / QK];
+        quantize_q8_1(acts, &mut q);
+        q
+    }
+
     /// A row loop's every output against the scalar one-row kernel.
     fn check_rows<W, A>(xs: &[W], ys: &[A], rows: Rows<W, A>, scalar: fn(&[W], &[A]) -> f32) {
         let mut out = vec![f32::NAN; xs.len() / ys.len()];
@@ -738,16 +752,12 @@ mod tests {
         for blocks in [1, 3, 18, 77] {
             for rows in [1, 5] {
                 let acts = random_acts(&mut rng, blocks);
-                let mut q8_1 = vec![BlockQ8_1::ZERO; blocks];
-                quantize_q8_1(&acts, &mut q8_1);
-                let mut q8_0 = vec![BlockQ8_0::ZERO; blocks];
-                quantize_q8_0(&acts, &mut q8_0);
+                let (q8_1, q8_0) = (q8_1_of(&acts), q8_0_of(&acts));
                 let x = random_q4_1(&mut rng, rows * blocks);
                 check_rows(&x, &q8_1, q4_1_q8_1_rows, q4_1_q8_1_scalar);
                 let x = random_q5_0(&mut rng, rows * blocks);
                 check_rows(&x, &q8_0, q5_0_q8_0_rows, q5_0_q8_0_scalar);
-                let mut x = vec![BlockQ8_0::ZERO; rows * blocks];
-                quantize_q8_0(&random_acts(&mut rng, rows * blocks), &mut x);
+                let x = q8_0_of(&random_acts(&mut rng, rows * blocks));
                 check_rows(&x, &q8_0, q8_0_q8_0_rows, q8_0_q8_0_scalar);
             }
         }
@@ -757,8 +767,7 @@ mod tests {
     #[should_panic(expected = "10 weight blocks are not 2 rows of 3 blocks")]
     fn a_row_loop_refuses_rows_of_another_length() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut y = vec![BlockQ8_0::ZERO; 3];
-        quantize_q8_0(&random_acts(&mut rng, 3), &mut y);
+        let y = q8_0_of(&random_acts(&mut rng, 3));
         q5_0_q8_0_rows(&random_q5_0(&mut rng, 10), &y, &mut [0.0; 2]);
     }
 
@@ -767,10 +776,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for blocks in [1, 2, 3, 18, 48, 77] {
             let acts = random_acts(&mut rng, blocks);
-            let mut q8_1 = vec![BlockQ8_1::ZERO; blocks];
-            quantize_q8_1(&acts, &mut q8_1);
-            let mut q8_0 = vec![BlockQ8_0::ZERO; blocks];
-            quantize_q8_0(&acts, &mut q8_0);
+            let (q8_1, q8_0) = (q8_1_of(&acts), q8_0_of(&acts));
 
             // Every kernel adds up in the scalar order: bit for bit.
             let x = random_q4_1(&mut rng, blocks);
@@ -789,22 +795,8 @@ mod tests {
             // Tiles of four rows by one and two pairs of tokens: each lane
             // the scalar single-row result, bit for bit.
             let acts: Vec<Vec<f32>> = (0..4).map(|_| random_acts(&mut rng, blocks)).collect();
-            let q8_1s: Vec<Vec<BlockQ8_1>> = acts
-                .iter()
-                .map(|a| {
-                    let mut q = vec![BlockQ8_1::ZERO; blocks];
-                    quantize_q8_1(a, &mut q);
-                    q
-                })
-                .collect();
-            let q8_0s: Vec<Vec<BlockQ8_0>> = acts
-                .iter()
-                .map(|a| {
-                    let mut q = vec![BlockQ8_0::ZERO; blocks];
-                    quantize_q8_0(a, &mut q);
-                    q
-                })
-                .collect();
+            let q8_1s: Vec<_> = acts.iter().map(|a| q8_1_of(a)).collect();
+            let q8_0s: Vec<_> = acts.iter().map(|a| q8_0_of(a)).collect();
             let rows: Vec<_> = (0..4).map(|_| random_q4_1(&mut rng, blocks)).collect();
             check_tiles(
                 &rows,
@@ -821,12 +813,8 @@ mod tests {
                 q5_0_q8_0_tile,
                 q5_0_q8_0_scalar,
             );
-            let rows: Vec<Vec<BlockQ8_0>> = (0..4)
-                .map(|_| {
-                    let mut x = vec![BlockQ8_0::ZERO; blocks];
-                    quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
-                    x
-                })
+            let rows: Vec<_> = (0..4)
+                .map(|_| q8_0_of(&random_acts(&mut rng, blocks)))
                 .collect();
             check_tiles(
                 &rows,
@@ -836,8 +824,7 @@ mod tests {
                 q8_0_q8_0_scalar,
             );
 
-            let mut x = vec![BlockQ8_0::ZERO; blocks];
-            quantize_q8_0(&random_acts(&mut rng, blocks), &mut x);
+            let x = q8_0_of(&random_acts(&mut rng, blocks));
             assert_eq!(
                 q8_0_q8_0(&x, &q8_0),
                 q8_0_q8_0_scalar(&x, &q8_0),
@@ -883,8 +870,7 @@ mod tests {
             .collect();
         let mut acts: Vec<f32> = (0..QK).map(|i| (i as f32 - 16.0) * 0.25).collect();
         acts[3] = 127.0 * 0.25;
-        let mut ys = [BlockQ8_1::ZERO];
-        quantize_q8_1(&acts, &mut ys);
+        let ys = q8_1_of(&acts);
         let expected: f32 = weights.iter().zip(&acts).map(|(w, a)| w * a).sum();
         for got in [q4_1_q8_1_scalar(&[x], &ys), q4_1_q8_1(&[x], &ys)] {
             assert!((got - expected).abs() < 1e-4, "{got} vs {expected}");
